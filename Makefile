@@ -1,0 +1,86 @@
+# tokotani.dr: every target installs and starts what it needs.
+#   make drill   the DR drill on the disposable sandbox (the main job)
+#   make test    every test tier: lint, sanity, unit, integration, molecule
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.requirements.stamp
+COLLECTION_LINK := $(CURDIR)/.collections/ansible_collections/tokotani/dr
+ENSURE := $(CURDIR)/scripts/ensure.sh
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
+export ANSIBLE_FORCE_COLOR ?= 0
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# Data scale of the sandbox shop database (tiny, small, medium, large ~ 1 GB).
+SCALE ?= small
+BENCH_SCALE ?= large
+
+.PHONY: help venv lint sanity unit integration molecule test image sandbox-up sandbox-down drill bench clean
+
+help:
+	@echo "make drill         run the DR drill on the disposable sandbox (prepares everything)"
+	@echo "make test          every test tier: lint sanity unit integration molecule"
+	@echo "make venv | lint | sanity | unit | integration | molecule | image"
+	@echo "make sandbox-up | sandbox-down | bench | clean"
+
+venv: $(STAMP)
+	@mkdir -p $(dir $(COLLECTION_LINK)) && ln -sfn $(CURDIR) $(COLLECTION_LINK)
+
+# Playbooks run from the repository root find tokotani.dr through $(COLLECTION_LINK).
+$(STAMP): requirements.txt
+	@$(ENSURE) python
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.txt
+	@touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint
+	$(BIN)/antsibull-changelog lint
+
+sanity: venv
+	@$(ENSURE) git shellcheck
+	@scripts/sanity.sh
+
+unit: venv
+	$(BIN)/pytest tests/unit
+
+integration: venv
+	@$(ENSURE) postgres node zstd
+	$(BIN)/pytest tests/integration
+
+molecule: venv image
+	cd $(CURDIR) && $(BIN)/molecule test --all
+
+test: lint sanity unit integration molecule
+	@echo "make test: every tier passed"
+
+image:
+	@$(ENSURE) docker debootstrap
+	@sandbox/image/build.sh
+
+sandbox-up: venv image
+	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)
+
+sandbox-down: venv
+	@$(ENSURE) docker
+	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
+
+drill: sandbox-up
+	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=health
+
+bench: venv
+	@$(ENSURE) postgres zstd
+	$(BIN)/python bench/run.py --scale $(BENCH_SCALE)
+
+clean:
+	rm -rf .collections .pytest_cache .ruff_cache tests/output
