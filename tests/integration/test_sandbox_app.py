@@ -1,0 +1,525 @@
+"""The stand-in TokoTani app and the shop data generator against a real PostgreSQL 15 cluster.
+
+One database and role for the module: the app's migration creates the schema, generate.py
+fills it, then server.js and engine-hub.js run under node on a random loopback port, with
+their secrets in a `.env` file in their working directory, as pm2 runs them in the sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from helpers import (
+    LOOPBACK,
+    ROOT,
+    PgCluster,
+    free_port,
+    http_request,
+    quote_ident,
+    stop_process,
+    tail,
+    wait_for_http,
+    wait_until,
+)
+
+GENERATOR = ROOT / "sandbox" / "data" / "generate.py"
+SCHEMA = ROOT / "sandbox" / "app" / "db" / "schema.sql"
+SEED = 42
+SHOP_TABLES = ("users", "products", "orders", "order_items", "sessions")
+HEARTBEAT_MS = 500
+APP_VERSION = "1.0.0-it"
+
+
+@dataclass
+class ShopDb:
+    name: str
+    role: str
+    password: str = field(repr=False)
+    port: int
+
+    def url(self, db: str | None = None) -> str:
+        return f"postgres://{self.role}:{self.password}@{LOOPBACK}:{self.port}/{db or self.name}"
+
+
+def run_npm(app_dir: Path, script: str, database_url: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DATABASE_URL=database_url)
+    return subprocess.run(
+        ["npm", "run", "--silent", script],
+        cwd=app_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def load_shop_data(pg_cluster: PgCluster, db: str, *args: str) -> None:
+    """generate.py --scale tiny ... | psql -v ON_ERROR_STOP=1, checking both exit codes."""
+    generator = subprocess.Popen(
+        [sys.executable, str(GENERATOR), "--scale", "tiny", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    psql = subprocess.Popen(
+        [str(pg_cluster.bindir / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", db],
+        stdin=generator.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=pg_cluster.env(db),
+    )
+    generator.stdout.close()  # psql alone reads it: if psql dies, the generator gets EPIPE
+    _, psql_err = psql.communicate(timeout=300)
+    gen_err = generator.stderr.read()
+    generator.stderr.close()
+    generator.wait(timeout=60)
+    assert psql.returncode == 0, f"psql failed loading generate.py {args}: {psql_err.decode()}"
+    assert generator.returncode == 0, f"generate.py {args} failed: {gen_err.decode()}"
+
+
+def table_counts(pg_cluster: PgCluster, db: str) -> dict[str, int]:
+    sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in SHOP_TABLES)  # noqa: S608 (constants)
+    return {name: int(n) for name, n in (line.split("|") for line in pg_cluster.psql(sql, db).split())}
+
+
+def table_digests(pg_cluster: PgCluster, db: str) -> dict[str, str]:
+    sql = " UNION ALL ".join(
+        f"SELECT '{t}', md5(string_agg(t::text, E'\\n' ORDER BY t.id)) FROM {t} t"  # noqa: S608 (constants)
+        for t in SHOP_TABLES
+    )
+    return dict(line.split("|") for line in pg_cluster.psql(sql, db).split())
+
+
+def create_app_database(pg_cluster: PgCluster, shop: ShopDb, db: str) -> None:
+    pg_cluster.createdb(db, owner=shop.role)
+
+
+def drop_database(pg_cluster: PgCluster, db: str) -> None:
+    pg_cluster.psql(f"DROP DATABASE IF EXISTS {quote_ident(db)} WITH (FORCE);")
+
+
+@pytest.fixture(scope="module")
+def shop_db(pg_cluster: PgCluster) -> Iterator[ShopDb]:
+    """An empty database owned by a fresh login role, as the postgresql_server role creates it."""
+    suffix = secrets.token_hex(3)
+    shop = ShopDb(
+        name=f"tokotani_it_{suffix}",
+        role=f"tokotani_app_{suffix}",
+        password=secrets.token_urlsafe(18),
+        port=pg_cluster.port,
+    )
+    pg_cluster.psql(f"CREATE ROLE {quote_ident(shop.role)} LOGIN PASSWORD '{shop.password}';")
+    create_app_database(pg_cluster, shop, shop.name)
+    yield shop
+    drop_database(pg_cluster, shop.name)
+    pg_cluster.psql(f"DROP ROLE {quote_ident(shop.role)};")
+
+
+@pytest.fixture(scope="module")
+def first_migration(shop_db: ShopDb, shop_app_dir: Path) -> subprocess.CompletedProcess:
+    return run_npm(shop_app_dir, "migrate", shop_db.url())
+
+
+@pytest.fixture(scope="module")
+def loaded_db(shop_db: ShopDb, first_migration, pg_cluster: PgCluster) -> ShopDb:
+    assert first_migration.returncode == 0, first_migration.stderr
+    load_shop_data(pg_cluster, shop_db.name, "--seed", str(SEED))
+    return shop_db
+
+
+@dataclass
+class RunningApp:
+    app_dir: Path
+    run_dir: Path
+    shop: ShopDb
+    port: int
+    build_id: str
+    secrets: dict[str, str] = field(repr=False)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def env_file(self) -> Path:
+        return self.run_dir / ".env"
+
+    def get(self, path: str, **kwargs):
+        return http_request(self.base_url + path, **kwargs)
+
+    def post(self, path: str, body=None, token: str | None = None):
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return http_request(self.base_url + path, method="POST", body=body, headers=headers)
+
+    def log(self, name: str) -> Path:
+        return self.run_dir / f"{name}.log"
+
+    def start(self, name: str, script: str) -> subprocess.Popen:
+        """node <app_dir>/<script> in run_dir: PORT, HOST and APP_VERSION by environment, the rest from .env."""
+        env = {
+            "PATH": os.environ["PATH"],
+            "HOME": str(self.run_dir),
+            "PORT": str(self.port),
+            "HOST": LOOPBACK,
+            "APP_VERSION": APP_VERSION,
+        }
+        with self.log(name).open("a") as log:
+            process = subprocess.Popen(
+                [shutil.which("node"), str(self.app_dir / script)],
+                cwd=self.run_dir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.processes[name] = process
+        return process
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+                raise AssertionError(f"{name} ignored signal {sig} for 15 s:\n{tail(self.log(name))}") from None
+        return process.returncode
+
+    def alerts(self) -> list[dict]:
+        response = self.get("/api/alerts")
+        assert response.status == 200, response.text
+        return response.json()["alerts"]
+
+    def alert_names(self) -> set[str]:
+        return {a["name"] for a in self.alerts()}
+
+
+def write_dotenv(path: Path, app_secrets: dict[str, str]) -> None:
+    """The app's .env, in the forms such files take: comments, blank lines, quotes, `export`."""
+    path.write_text(
+        "# TokoTani secrets (integration test)\n"
+        f"DATABASE_URL={app_secrets['DATABASE_URL']}\n"
+        f"NEXTAUTH_SECRET={app_secrets['NEXTAUTH_SECRET']}\n"
+        f'ADMIN_TOKEN="{app_secrets["ADMIN_TOKEN"]}"\n'
+        "\n"
+        f"export HEARTBEAT_INTERVAL_MS={HEARTBEAT_MS}\n"
+        "APP_VERSION=overridden-by-the-environment\n"
+    )
+    path.chmod(0o600)
+
+
+@pytest.fixture(scope="module")
+def app(loaded_db: ShopDb, shop_app_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningApp]:
+    build = run_npm(shop_app_dir, "build", loaded_db.url())
+    assert build.returncode == 0, build.stderr
+    run_dir = tmp_path_factory.mktemp("shop-run")
+    app_secrets = {
+        "DATABASE_URL": loaded_db.url(),
+        "NEXTAUTH_SECRET": secrets.token_urlsafe(32),
+        "ADMIN_TOKEN": secrets.token_urlsafe(32),
+    }
+    write_dotenv(run_dir / ".env", app_secrets)
+    running = RunningApp(
+        app_dir=shop_app_dir,
+        run_dir=run_dir,
+        shop=loaded_db,
+        port=free_port(),
+        build_id=(shop_app_dir / ".next" / "BUILD_ID").read_text().strip(),
+        secrets=app_secrets,
+    )
+    try:
+        server = running.start("server", "server.js")
+        wait_for_http(running.base_url + "/api/health", process=server)
+        running.start("engine-hub", "engine-hub.js")
+        yield running
+    finally:
+        for process in running.processes.values():
+            stop_process(process)
+
+
+def test_migration_applies_once(first_migration, shop_db: ShopDb, shop_app_dir: Path, pg_cluster: PgCluster):
+    assert first_migration.returncode == 0, first_migration.stderr
+    assert "applied" in first_migration.stdout and "already" not in first_migration.stdout
+
+    again = run_npm(shop_app_dir, "migrate", shop_db.url())
+    assert again.returncode == 0, again.stderr
+    assert "already applied" in again.stdout
+
+    rows = pg_cluster.psql(
+        "SELECT migration_name, checksum, finished_at IS NOT NULL, rolled_back_at IS NULL, applied_steps_count "
+        "FROM _prisma_migrations",
+        shop_db.name,
+    ).split()
+    checksum = hashlib.sha256(SCHEMA.read_bytes()).hexdigest()
+    assert rows == [f"20240115093000_init|{checksum}|t|t|1"]
+    tables = pg_cluster.psql(
+        "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'", shop_db.name
+    ).strip()
+    assert tables == "_prisma_migrations,engine_heartbeat,order_items,orders,products,secret_rotations,sessions,users"
+    owner = pg_cluster.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'", shop_db.name).strip()
+    assert owner == shop_db.role
+
+
+def test_generated_data_is_deterministic_in_the_database(loaded_db: ShopDb, shop_app_dir: Path, pg_cluster: PgCluster):
+    counts = table_counts(pg_cluster, loaded_db.name)
+    assert all(n > 0 for n in counts.values()), counts
+    mismatched = pg_cluster.psql("SELECT count(*) FROM order_totals WHERE total <> items_total", loaded_db.name)
+    assert mismatched.strip() == "0"
+
+    twin = f"{loaded_db.name}_twin"
+    create_app_database(pg_cluster, loaded_db, twin)
+    try:
+        migrated = run_npm(shop_app_dir, "migrate", loaded_db.url(twin))
+        assert migrated.returncode == 0, migrated.stderr
+        load_shop_data(pg_cluster, twin, "--seed", str(SEED))
+        assert table_counts(pg_cluster, twin) == counts
+        digests = table_digests(pg_cluster, loaded_db.name)
+        assert table_digests(pg_cluster, twin) == digests
+
+        # --truncate replaces the data: another seed, then the first seed again gives the same rows.
+        load_shop_data(pg_cluster, twin, "--seed", str(SEED + 1), "--truncate")
+        assert table_digests(pg_cluster, twin)["users"] != digests["users"]
+        load_shop_data(pg_cluster, twin, "--seed", str(SEED), "--truncate")
+        assert table_digests(pg_cluster, twin) == digests
+
+        # The sequences were moved past the loaded ids: the app's own inserts work.
+        new_id = pg_cluster.psql(
+            "INSERT INTO products (sku, name, category, price) VALUES ('NEW-1', 'Benih Baru', 'Benih', 1000) "
+            "RETURNING id",
+            twin,
+        ).split()[0]
+        assert int(new_id) == counts["products"] + 1
+    finally:
+        drop_database(pg_cluster, twin)
+
+
+def test_health_reports_version_build_and_database(app: RunningApp):
+    response = app.get("/api/health")
+    assert response.status == 200, response.text
+    assert response.json() == {"status": "ok", "version": APP_VERSION, "build_id": app.build_id, "database": "ok"}
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{10}", app.build_id)
+
+
+def test_home_page_lists_products_from_the_database(app: RunningApp, pg_cluster: PgCluster):
+    names = pg_cluster.psql("SELECT name FROM products ORDER BY id LIMIT 50", app.shop.name).splitlines()
+    assert len(names) == 50
+    response = app.get("/")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    page = html.unescape(response.text)
+    assert all(name in page for name in names)
+    beyond = pg_cluster.psql("SELECT name FROM products WHERE id = 51", app.shop.name).strip()
+    assert f"<td>{beyond}</td>" not in page
+
+
+def test_products_api(app: RunningApp):
+    response = app.get("/api/products?limit=5")
+    assert response.status == 200
+    products = response.json()["products"]
+    assert [p["id"] for p in products] == [1, 2, 3, 4, 5]
+    assert set(products[0]) == {"id", "sku", "name", "category", "price", "stock"}
+    assert app.get("/api/products?limit=0").status == 400
+    assert app.get("/api/products?limit=abc").status == 400
+
+
+def test_order_read_end_to_end(app: RunningApp, pg_cluster: PgCluster):
+    order_id, email, name, total = (
+        pg_cluster.psql(
+            "SELECT o.id, u.email, u.name, o.total FROM orders o JOIN users u ON u.id = o.user_id "
+            "WHERE (SELECT count(*) FROM order_items WHERE order_id = o.id) >= 2 ORDER BY o.id LIMIT 1",
+            app.shop.name,
+        )
+        .strip()
+        .split("|")
+    )
+    with pg_cluster.connect(app.shop.name) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT p.name, oi.quantity, oi.unit_price::text FROM order_items oi "
+            "JOIN products p ON p.id = oi.product_id WHERE oi.order_id = %s ORDER BY oi.id",
+            (int(order_id),),
+        )
+        items = [list(row) for row in cur.fetchall()]
+    conn.close()
+    response = app.get(f"/api/orders/{order_id}")
+    assert response.status == 200, response.text
+    order = response.json()
+    assert order["id"] == int(order_id)
+    assert order["total"] == total
+    assert order["user"]["email"] == email and order["user"]["name"] == name
+    assert [[i["product_name"], i["quantity"], i["unit_price"]] for i in order["items"]] == items
+    assert sum(i["quantity"] * float(i["unit_price"]) for i in order["items"]) == float(total)
+
+    missing = app.get("/api/orders/2147483647")
+    assert missing.status == 404 and "not found" in missing.json()["error"]
+    assert app.get("/api/orders/abc").status == 400
+    assert app.get("/api/nothing-here").status == 404
+
+
+def test_metrics(app: RunningApp, pg_cluster: PgCluster):
+    for _ in range(3):
+        assert app.get("/api/health").status == 200
+    app.get("/api/orders/2147483647")
+    text = app.get("/api/metrics").text
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    assert values['tokotani_http_requests_total{method="GET",route="/api/health",status="200"}'] >= 3
+    assert values['tokotani_http_requests_total{method="GET",route="/api/orders/:id",status="404"}'] >= 1
+    assert "# TYPE tokotani_http_requests_total counter" in text
+    assert values["tokotani_database_up"] == 1
+    assert values["tokotani_process_uptime_seconds"] > 0
+    counts = table_counts(pg_cluster, app.shop.name)
+    assert values["tokotani_shop_products"] == counts["products"]
+    assert values["tokotani_shop_orders"] == counts["orders"]
+    assert values[f'tokotani_build_info{{version="{APP_VERSION}",build_id="{app.build_id}"}}'] == 1
+
+
+def test_alerts_empty_while_the_engine_hub_beats(app: RunningApp, pg_cluster: PgCluster):
+    wait_until(lambda: app.alerts() == [], timeout=20, message="alerts empty with the engine hub running")
+    workers = pg_cluster.psql("SELECT worker, pid FROM engine_heartbeat", app.shop.name).split()
+    assert workers == [f"engine-hub-0|{app.processes['engine-hub'].pid}"]
+    assert f"every {HEARTBEAT_MS} ms" in tail(app.log("engine-hub"))  # from `export HEARTBEAT_INTERVAL_MS=` in .env
+
+
+def test_engine_hub_down_raises_heartbeat_alerts(app: RunningApp, pg_cluster: PgCluster):
+    wait_until(lambda: app.alerts() == [], timeout=20, message="alerts empty before stopping the engine hub")
+    assert app.stop("engine-hub") == 0
+    assert "stopped" in tail(app.log("engine-hub"), 3)
+
+    stale = wait_until(
+        lambda: "EngineHubHeartbeatStale" in app.alert_names(), timeout=20, message="stale heartbeat alert"
+    )
+    assert stale
+    pg_cluster.psql("DELETE FROM engine_heartbeat", app.shop.name)
+    assert app.alert_names() == {"EngineHubHeartbeatMissing"}
+
+    app.start("engine-hub", "engine-hub.js")
+    wait_until(lambda: app.alerts() == [], timeout=20, message="alerts cleared after the engine hub restarted")
+
+
+def test_secret_rotation(app: RunningApp, pg_cluster: PgCluster):
+    path = "/api/admin/secrets/rotate"
+    token = app.secrets["ADMIN_TOKEN"]
+    assert app.post(path, {"secretType": "NEXTAUTH_SECRET"}).status == 401
+    assert app.post(path, {"secretType": "NEXTAUTH_SECRET"}, token="wrong-" + token).status == 401
+    unknown = app.post(path, {"secretType": "DATABASE_URL"}, token=token)
+    assert unknown.status == 400 and "NEXTAUTH_SECRET" in unknown.json()["error"]
+    assert app.post(path, b"{not json", token=token).status == 400
+    assert app.get(path).status == 405
+
+    before = app.env_file.read_text()
+    response = app.post(path, {"secretType": "NEXTAUTH_SECRET"}, token=token)
+    assert response.status == 200, response.text
+    body = response.json()
+    assert body["rotated"] == "NEXTAUTH_SECRET" and body["rotated_at"]
+    after = app.env_file.read_text()
+    new_secret = re.search(r"^NEXTAUTH_SECRET=(.+)$", after, re.MULTILINE).group(1)
+    assert new_secret != app.secrets["NEXTAUTH_SECRET"] and len(new_secret) >= 32
+    assert new_secret not in response.text
+    assert stat.S_IMODE(app.env_file.stat().st_mode) == 0o600
+    # Only that line changed: comments, order and the other secrets are kept.
+    assert [line for line in before.splitlines() if not line.startswith("NEXTAUTH_SECRET=")] == [
+        line for line in after.splitlines() if not line.startswith("NEXTAUTH_SECRET=")
+    ]
+    assert not [p.name for p in app.run_dir.iterdir() if p.name.endswith(".tmp")]
+
+    # Rotating the admin token revokes the old one at once.
+    response = app.post(path, {"secretType": "ADMIN_TOKEN"}, token=token)
+    assert response.status == 200, response.text
+    new_token = re.search(r"^ADMIN_TOKEN=(.+)$", app.env_file.read_text(), re.MULTILINE).group(1)
+    assert new_token != token and new_token not in response.text
+    assert app.post(path, {"secretType": "NEXTAUTH_SECRET"}, token=token).status == 401
+    assert app.post(path, {"secretType": "NEXTAUTH_SECRET"}, token=new_token).status == 200
+
+    rotations = pg_cluster.psql("SELECT secret_type FROM secret_rotations ORDER BY id", app.shop.name).split()
+    assert rotations == ["NEXTAUTH_SECRET", "ADMIN_TOKEN", "NEXTAUTH_SECRET"]
+
+    logs = tail(app.log("server"), 100_000) + tail(app.log("engine-hub"), 100_000)
+    leaked = [s for s in (*app.secrets.values(), new_secret, new_token, app.shop.password) if s in logs]
+    assert not leaked, "a secret or the database password was logged"
+    assert "***" in logs  # DATABASE_URL is logged redacted
+
+
+def test_database_unreachable_then_back(app: RunningApp, pg_cluster: PgCluster):
+    db = quote_ident(app.shop.name)
+    # The app's role (not a superuser) can no longer connect, and its open connections are cut.
+    conn = pg_cluster.connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"ALTER DATABASE {db} CONNECTION LIMIT 0")
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (app.shop.name,),
+        )
+    conn.close()
+    try:
+        response = wait_for_http(app.base_url + "/api/health", status=503, timeout=20)
+        health = response.json()
+        assert health["status"] == "degraded" and health["database"] == "error"
+        assert health["error"]
+        assert health["build_id"] == app.build_id
+        alerts = app.alerts()
+        assert [a["name"] for a in alerts] == ["DatabaseUnreachable"]
+        assert alerts[0]["severity"] == "critical"
+        assert app.get("/").status == 503
+        assert app.get("/api/orders/1").status == 503
+        metrics = app.get("/api/metrics")
+        assert metrics.status == 200 and "\ntokotani_database_up 0\n" in metrics.text
+        wait_until(
+            lambda: "heartbeat failed" in tail(app.log("engine-hub")), timeout=20, message="the engine hub notices"
+        )
+        assert app.processes["engine-hub"].poll() is None, "the engine hub must survive a database outage"
+    finally:
+        pg_cluster.psql(f"ALTER DATABASE {db} CONNECTION LIMIT -1;")
+
+    wait_for_http(app.base_url + "/api/health", status=200, timeout=20)
+    wait_until(lambda: app.alerts() == [], timeout=20, message="alerts cleared once the database is back")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_server_stops_cleanly_on_signal(app: RunningApp, sig: int):
+    extra = RunningApp(
+        app_dir=app.app_dir,
+        run_dir=app.run_dir,
+        shop=app.shop,
+        port=free_port(),
+        build_id=app.build_id,
+        secrets=app.secrets,
+    )
+    name = f"server-{sig.name}"
+    try:
+        wait_for_http(extra.base_url + "/api/health", process=extra.start(name, "server.js"))
+        assert extra.stop(name, sig) == 0
+    finally:
+        for process in extra.processes.values():
+            stop_process(process)
+    assert f"{sig.name} received" in tail(extra.log(name)) and "stopped" in tail(extra.log(name), 2)
+
+
+def test_server_without_database_url_explains(tmp_path: Path, shop_app_dir: Path):
+    result = subprocess.run(
+        [shutil.which("node"), str(shop_app_dir / "server.js")],
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "PORT": str(free_port())},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "DATABASE_URL is not set" in result.stdout
