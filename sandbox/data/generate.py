@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Generate the TokoTani shop's data as a PostgreSQL COPY stream.
 
     python3 generate.py --scale small --seed 42 | psql -X -v ON_ERROR_STOP=1 -d tokotani
@@ -208,7 +207,7 @@ SENTENCES = (
     "Hasil panen rata-rata naik {x} persen dibanding musim {m} tahun lalu.",
     "Tidak disarankan untuk {n} yang sedang {n}; konsultasikan dengan penyuluh setempat.",
     "Pengiriman ke seluruh Indonesia, estimasi {z} hari kerja dari gudang {c}.",
-    "Ulasan pembeli: “{a}, {a}, dan sangat membantu {n} kami”.",
+    "Ulasan pembeli: \u201c{a}, {a}, dan sangat membantu {n} kami\u201d.",
 )
 SEASONS = ("hujan", "kemarau", "tanam", "panen", "pancaroba")
 
@@ -276,7 +275,7 @@ def users(seed: int, count: int) -> Iterator[str]:
         first, first_slug = first_names[int(r() * nf)]
         last, last_slug = last_names[int(r() * nl)]
         if r() < 0.3:
-            middle, _ = first_names[int(r() * nf)]
+            middle, _middle_slug = first_names[int(r() * nf)]
             name = f"{first} {middle} {last}"
         else:
             name = f"{first} {last}"
@@ -302,9 +301,9 @@ def _description(rng: random.Random, city_names: tuple[str, ...]) -> str:
     r = rng.random
     na, nn, nv, ns, nc = len(ADJECTIVES), len(NOUNS), len(VERBS), len(SENTENCES), len(city_names)
     paragraphs = []
-    for _ in range(1 + int(r() * 2)):
+    for _sentence in range(1 + int(r() * 2)):
         sentences = []
-        for _ in range(2 + int(r() * 4)):
+        for _word in range(2 + int(r() * 4)):
             template = SENTENCES[int(r() * ns)]
             sentences.append(
                 template.replace("{a}", ADJECTIVES[int(r() * na)], 1)
@@ -361,7 +360,7 @@ def orders_and_items(seed: int, count: int, prices: list[int], n_users: int) -> 
         item_lines: list[str] = []
         for oid in range(block_start, min(block_start + ORDERS_PER_BLOCK, count + 1)):
             total = 0
-            for _ in range(lo + int(r() * span)):
+            for _item in range(lo + int(r() * span)):
                 item_id += 1
                 product = int(r() * n_products)
                 quantity = 1 + int(r() * r() * 20)
@@ -380,7 +379,7 @@ def sessions(seed: int, count: int, n_users: int) -> Iterator[str]:
     rng = _rng(seed, "sessions")
     r = rng.random
     bits = rng.getrandbits
-    for _ in range(count):
+    for _row in range(count):
         # cuid-like id, 64 hex characters of session token, expiry within 30 days of the login.
         sid = f"c{bits(96):024x}"
         token = f"{bits(256):064x}"

@@ -80,7 +80,7 @@ def load_shop_data(pg_cluster: PgCluster, db: str, *args: str) -> None:
         env=pg_cluster.env(db),
     )
     generator.stdout.close()  # psql alone reads it: if psql dies, the generator gets EPIPE
-    _, psql_err = psql.communicate(timeout=300)
+    _out, psql_err = psql.communicate(timeout=300)
     gen_err = generator.stderr.read()
     generator.stderr.close()
     generator.wait(timeout=60)
@@ -369,7 +369,7 @@ def test_order_read_end_to_end(app: RunningApp, pg_cluster: PgCluster):
 
 
 def test_metrics(app: RunningApp, pg_cluster: PgCluster):
-    for _ in range(3):
+    for _attempt in range(3):
         assert app.get("/api/health").status == 200
     app.get("/api/orders/2147483647")
     text = app.get("/api/metrics").text

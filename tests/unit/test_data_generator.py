@@ -78,7 +78,7 @@ def test_same_seed_same_bytes_and_another_seed_differs():
 def test_copy_escape_of_special_characters():
     assert generate.copy_escape("a\tb\nc\\d\re") == "a\\tb\\nc\\\\d\\re"
     assert generate.copy_escape("C:\\new\\table") == "C:\\\\new\\\\table"
-    assert generate.copy_escape("Nguyễn Désirée m² “ok”") == "Nguyễn Désirée m² “ok”"
+    assert generate.copy_escape("Nguyễn Désirée m² \u201cok\u201d") == "Nguyễn Désirée m² \u201cok\u201d"
     for raw in ("plain", "tab\there", "back\\slash\\n", "crlf\r\nline", "\\N", "ü\t\\\n"):
         assert copy_unescape(generate.copy_escape(raw)) == raw
 
@@ -107,11 +107,11 @@ def test_rows_are_consistent():
     n_users, n_products = len(rows["users"]), len(rows["products"])
     prices = {int(r[0]): r[5] for r in rows["products"]}
     totals: dict[str, int] = {}
-    for _, order_id, product_id, quantity, unit_price in rows["order_items"]:
+    for _item_id, order_id, product_id, quantity, unit_price in rows["order_items"]:
         assert unit_price == prices[int(product_id)]
         assert 1 <= int(product_id) <= n_products
         totals[order_id] = totals.get(order_id, 0) + int(quantity) * int(float(unit_price))
-    for order_id, user_id, status, total, _ in rows["orders"]:
+    for order_id, user_id, status, total, _created in rows["orders"]:
         assert 1 <= int(user_id) <= n_users
         assert status in {"pending", "paid", "shipped", "delivered", "cancelled"}
         assert int(float(total)) == totals[order_id], f"order {order_id}: total is not the sum of its items"
