@@ -1,0 +1,880 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The backup catalog: names, manifests, checksums, listing, retention, locks.
+
+A backup is ``backup_YYYY-MM-DD_HH-mm-ss[_N].<ext>`` (a file, or a directory for the
+directory format) with ``backup_YYYY-MM-DD_HH-mm-ss[_N].manifest.json`` beside it. The
+manifest is written (fsynced, renamed) first and the data is renamed into place last, so
+the data's rename is the commit point: a crash leaves a ``.partial`` (never listed as a
+backup, removed by the next run) or a manifest whose data is missing (listed as invalid).
+Plain ``backup_*.sql.gz`` files without a manifest come from the team's earlier scripts
+and are listed as *legacy* backups, valid when the gzip stream is intact.
+
+Pure standard library (no Ansible imports): modules, roles and a host-side timer share it.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import errno
+import fcntl
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import zlib
+
+MANIFEST_VERSION = 1
+MANIFEST_SUFFIX = ".manifest.json"
+PARTIAL_SUFFIX = ".partial"
+LOCK_PREFIX = ".tokotani-backup."
+LOCK_SUFFIX = ".lock"
+HASH_CHUNK = 1 << 20
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+NAME_RE = re.compile(
+    r"^backup_(?P<date>\d{4}-\d{2}-\d{2})_(?P<time>\d{2}-\d{2}-\d{2})(?:_(?P<seq>\d+))?\.(?P<ext>[A-Za-z0-9.]+)$"
+)
+
+# (format, compression) -> extension of the data file or directory.
+EXTENSIONS = {
+    ("plain", "gzip"): "sql.gz",
+    ("plain", "zstd"): "sql.zst",
+    ("plain", "none"): "sql",
+    ("custom", "gzip"): "dump",
+    ("custom", "none"): "dump",
+    ("directory", "zstd"): "dir",
+    ("directory", "gzip"): "dir",
+    ("directory", "none"): "dir",
+}
+LEGACY_EXTENSIONS = ("sql.gz",)
+
+REQUIRED_MANIFEST_KEYS = {
+    "manifest_version": int,
+    "name": str,
+    "data": str,
+    "database": str,
+    "format": str,
+    "compression": str,
+    "size": int,
+    "sha256": str,
+    "started_at": str,
+    "finished_at": str,
+    "tables": list,
+}
+
+
+class CatalogError(Exception):
+    """A catalog problem with an operator-facing message."""
+
+    def __init__(self, msg, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+    def to_dict(self):
+        out = {"msg": self.msg}
+        out.update(self.details)
+        return out
+
+
+# --------------------------------------------------------------------------- time
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.UTC)
+
+
+def iso(dt):
+    """2026-01-05T02:00:00.123456Z"""
+    return dt.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value):
+    """An aware UTC datetime from ISO 8601 (Z or offset; naive means UTC), a backup name, or epoch seconds."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+    if isinstance(value, (int, float)):
+        return datetime.datetime.fromtimestamp(float(value), datetime.UTC)
+    text = str(value).strip()
+    if re.match(r"^\d+(\.\d+)?$", text):
+        return datetime.datetime.fromtimestamp(float(text), datetime.UTC)
+    match = re.match(r"^(?:backup_)?(\d{4}-\d{2}-\d{2})_(\d{2})-(\d{2})-(\d{2})", text)
+    if match:
+        text = "{}T{}:{}:{}".format(*match.groups())
+    if text.endswith("Z") or text.endswith("z"):
+        text = text[:-1] + "+00:00"
+    text = text.replace(" ", "T", 1) if "T" not in text and " " in text else text
+    try:
+        dt = datetime.datetime.fromisoformat(text)
+    except ValueError as err:
+        raise CatalogError(
+            f"cannot read the timestamp {value!r}: use ISO 8601 such as 2026-01-05T02:00:00Z "
+            "or a backup name such as backup_2026-01-05_02-00-00"
+        ) from err
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=datetime.UTC)
+    return dt.astimezone(datetime.UTC)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value):
+    """Seconds from 3600, '3600', '90m', '26h', '2d', '1w', '1d12h'."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip().lower().replace(" ", "")
+    if re.match(r"^\d+(\.\d+)?$", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhdw])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise CatalogError(f"cannot read the duration {value!r}: use seconds or a form such as 90m, 26h, 2d, 1w")
+    return float(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+
+
+def human_duration(seconds):
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+# --------------------------------------------------------------------------- names
+
+
+def extension(fmt, compression):
+    try:
+        return EXTENSIONS[(fmt, compression)]
+    except KeyError:
+        raise CatalogError(f"format {fmt} cannot be compressed with {compression}") from None
+
+
+def stem_for(dt, seq=0):
+    """backup_2026-01-05_02-00-00 (UTC), with _N for the Nth clash within one second."""
+    base = dt.astimezone(datetime.UTC).strftime("backup_%Y-%m-%d_%H-%M-%S")
+    return base if not seq else f"{base}_{seq}"
+
+
+def parse_name(name):
+    """{'stem', 'timestamp' (aware datetime), 'seq', 'ext'} for a backup name, or None."""
+    match = NAME_RE.match(name)
+    if not match:
+        return None
+    try:
+        dt = datetime.datetime.strptime(
+            "{}_{}".format(match.group("date"), match.group("time")), "%Y-%m-%d_%H-%M-%S"
+        ).replace(tzinfo=datetime.UTC)
+    except ValueError:
+        return None
+    seq = int(match.group("seq") or 0)
+    stem = stem_for(dt, seq)
+    return {"stem": stem, "timestamp": dt, "seq": seq, "ext": match.group("ext")}
+
+
+def manifest_name(stem):
+    return stem + MANIFEST_SUFFIX
+
+
+def reserve_name(directory, dt, ext, max_tries=1000):
+    """Pick a free stem for dt and claim it by creating the manifest's .partial exclusively.
+
+    Returns (stem, data_name, manifest_partial_fd). The claim makes two backups started in the
+    same second (even of different databases sharing the directory) take different names.
+    """
+    for seq in range(max_tries):
+        stem = stem_for(dt, seq)
+        data = f"{stem}.{ext}"
+        taken = any(
+            os.path.lexists(os.path.join(directory, candidate))
+            for candidate in (data, data + PARTIAL_SUFFIX, manifest_name(stem))
+        )
+        if taken or any(n.startswith(stem + ".") for n in _listdir(directory)):
+            continue
+        path = os.path.join(directory, manifest_name(stem) + PARTIAL_SUFFIX)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except FileExistsError:
+            continue
+        return stem, data, fd
+    raise CatalogError(f"no free backup name for {stem_for(dt)} in {directory}")
+
+
+def _listdir(directory):
+    try:
+        return os.listdir(directory)
+    except FileNotFoundError:
+        return []
+
+
+# --------------------------------------------------------------------------- files
+
+
+def fsync_path(path):
+    """fsync a file or a directory."""
+    flags = os.O_RDONLY
+    if os.path.isdir(path):
+        flags |= getattr(os, "O_DIRECTORY", 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path):
+    """fsync every file of a directory tree and the directories themselves (or one file)."""
+    if os.path.isdir(path):
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                fsync_path(os.path.join(root, name))
+            fsync_path(root)
+    else:
+        fsync_path(path)
+
+
+def remove_path(path):
+    """Remove a file or a directory tree; silent when it is already gone."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def write_json_fd(fd, path, data):
+    """Write data as JSON to an open (exclusive, 0600) descriptor of path.partial, fsync, rename to path."""
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        remove_path(path + PARTIAL_SUFFIX)
+        raise
+    os.rename(path + PARTIAL_SUFFIX, path)
+
+
+def write_json_atomic(path, data):
+    """Write JSON beside, fsync, rename into place, fsync the directory. Mode 0600."""
+    partial = path + PARTIAL_SUFFIX
+    remove_path(partial)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    write_json_fd(fd, path, data)
+    fsync_path(os.path.dirname(os.path.abspath(path)))
+
+
+def ensure_directory(path):
+    """Create the backup directory 0700 (parents too); tighten an existing one. Returns a warning or None."""
+    if not os.path.isdir(path):
+        os.makedirs(path, DIR_MODE, exist_ok=True)
+        os.chmod(path, DIR_MODE)
+        return None
+    mode = os.stat(path).st_mode & 0o777
+    if mode & 0o077:
+        os.chmod(path, DIR_MODE)
+        return f"tightened the mode of {path} from {mode:04o} to 0700: backups hold all of the shop's data"
+    return None
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tree_files(path):
+    """Sorted relative paths of the regular files under path."""
+    found = []
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            found.append(os.path.relpath(os.path.join(root, name), path))
+    return sorted(found)
+
+
+def listing_digest(files):
+    """The sha256 of a directory backup: over its sorted 'sha256  size  path' listing."""
+    digest = hashlib.sha256()
+    for rel in sorted(files):
+        info = files[rel]
+        digest.update(f"{info['sha256']}  {info['size']}  {rel}\n".encode())
+    return digest.hexdigest()
+
+
+def digest_tree(path):
+    """(sha256, files) of a directory backup; files maps relative path -> {size, sha256}."""
+    files = {}
+    for rel in tree_files(path):
+        full = os.path.join(path, rel)
+        files[rel] = {"size": os.path.getsize(full), "sha256": sha256_file(full)}
+    return listing_digest(files), files
+
+
+def data_size(path):
+    if os.path.isdir(path):
+        return sum(os.path.getsize(os.path.join(path, rel)) for rel in tree_files(path))
+    return os.path.getsize(path)
+
+
+def gzip_intact(path):
+    """(ok, problem) after reading the whole gzip stream (CRC and length checked)."""
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(4 * HASH_CHUNK):
+                pass
+    except (OSError, EOFError, zlib.error) as err:
+        return False, f"gzip stream damaged: {err}"
+    return True, None
+
+
+def gzip_magic(path):
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        return head == b"\x1f\x8b" and os.path.getsize(path) > 20
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def manifest_problems(doc):
+    """What is wrong with a manifest document (an empty list when it is well-formed)."""
+    if not isinstance(doc, dict):
+        return ["the manifest is not a JSON object"]
+    problems = []
+    for key, kind in REQUIRED_MANIFEST_KEYS.items():
+        if key not in doc:
+            problems.append(f"the manifest has no {key}")
+        elif not isinstance(doc[key], kind) or (kind is int and isinstance(doc[key], bool)):
+            problems.append(f"the manifest's {key} is not a {kind.__name__}")
+    if problems:
+        return problems
+    if doc["manifest_version"] > MANIFEST_VERSION:
+        problems.append(
+            f"manifest version {doc['manifest_version']} is newer than this tool understands "
+            f"({MANIFEST_VERSION}): upgrade tokotani.dr"
+        )
+    if (doc["format"], doc["compression"]) not in EXTENSIONS:
+        problems.append("unknown format/compression {}/{}".format(doc["format"], doc["compression"]))
+    if not re.match(r"^[0-9a-f]{64}$", doc["sha256"]):
+        problems.append("the manifest's sha256 is not a sha256")
+    if doc["format"] == "directory" and not isinstance(doc.get("files"), dict):
+        problems.append("a directory backup's manifest has no file list")
+    if "/" in doc["data"] or doc["data"] in ("", ".", ".."):
+        problems.append("the manifest's data name {!r} is not a plain name".format(doc["data"]))
+    for table in doc["tables"]:
+        if not (
+            isinstance(table, dict) and isinstance(table.get("rows"), int) and "schema" in table and "name" in table
+        ):
+            problems.append("the manifest's table list is malformed")
+            break
+    return problems
+
+
+def load_manifest(path):
+    """The parsed manifest at path; raises CatalogError naming what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = json.load(handle)
+    except FileNotFoundError:
+        raise CatalogError(f"manifest {path} does not exist") from None
+    except (OSError, ValueError) as err:
+        raise CatalogError(f"manifest {path} cannot be read: {err}") from err
+    problems = manifest_problems(doc)
+    if problems:
+        raise CatalogError("manifest {} is not valid: {}".format(path, "; ".join(problems)), problems=problems)
+    return doc
+
+
+# --------------------------------------------------------------------------- entries
+
+
+def _entry_base(directory, stem, kind):
+    parsed = parse_name(stem + ".x") or {}
+    ts = parsed.get("timestamp")
+    return {
+        "name": stem,
+        "kind": kind,
+        "directory": directory,
+        "path": None,
+        "manifest_path": None,
+        "database": None,
+        "format": None,
+        "compression": None,
+        "size": None,
+        "sha256": None,
+        "label": None,
+        "started_at": iso(ts) if ts else None,
+        "finished_at": None,
+        "timestamp": ts.timestamp() if ts else None,
+        "valid": False,
+        "verified": False,
+        "problems": [],
+        "tables": None,
+        "manifest": None,
+    }
+
+
+def managed_entry(directory, manifest_file):
+    """The catalog entry of a manifest file, checked structurally (no checksums yet)."""
+    stem = manifest_file[: -len(MANIFEST_SUFFIX)]
+    entry = _entry_base(directory, stem, "managed")
+    entry["manifest_path"] = os.path.join(directory, manifest_file)
+    try:
+        doc = load_manifest(entry["manifest_path"])
+    except CatalogError as err:
+        entry["problems"].append(err.msg)
+        return entry
+    entry["manifest"] = doc
+    data_path = os.path.join(directory, doc["data"])
+    entry.update(
+        path=data_path,
+        database=doc["database"],
+        format=doc["format"],
+        compression=doc["compression"],
+        size=doc["size"],
+        sha256=doc["sha256"],
+        label=doc.get("label"),
+        started_at=doc["started_at"],
+        finished_at=doc["finished_at"],
+        tables=len(doc["tables"]),
+    )
+    try:
+        entry["timestamp"] = parse_timestamp(doc["started_at"]).timestamp()
+    except CatalogError:
+        entry["problems"].append("the manifest's started_at is not a timestamp")
+    if doc["name"] != stem:
+        entry["problems"].append(f"the manifest names {doc['name']} but is stored as {manifest_file}")
+    entry["problems"].extend(_data_problems(doc, data_path))
+    entry["valid"] = not entry["problems"]
+    return entry
+
+
+def _data_problems(doc, data_path):
+    """What is wrong with a backup's data compared with its manifest (sizes and file list, no checksums)."""
+    data = doc["data"]
+    if not os.path.lexists(data_path):
+        if os.path.lexists(data_path + PARTIAL_SUFFIX):
+            return [f"incomplete: only {data}{PARTIAL_SUFFIX} exists (an interrupted backup)"]
+        return [f"the data {data} is missing"]
+    is_dir = os.path.isdir(data_path)
+    if is_dir != (doc["format"] == "directory"):
+        return [f"the data {data} is not a {'file' if is_dir else 'directory'}"]
+    if not is_dir:
+        size = os.path.getsize(data_path)
+        return [] if size == doc["size"] else [f"{data} has {size} bytes, the manifest says {doc['size']} (truncated?)"]
+    present = set(tree_files(data_path))
+    listed = set(doc["files"])
+    problems = []
+    if listed - present:
+        problems.append(f"files missing from {data}: {', '.join(sorted(listed - present)[:10])}")
+    if present - listed:
+        problems.append(f"unexpected files in {data}: {', '.join(sorted(present - listed)[:10])}")
+    for rel in sorted(listed & present) if not problems else []:
+        size = os.path.getsize(os.path.join(data_path, rel))
+        if size != doc["files"][rel].get("size"):
+            problems.append(f"{data}/{rel} has {size} bytes, the manifest says {doc['files'][rel].get('size')}")
+    return problems
+
+
+def legacy_entry(directory, name):
+    """A plain .sql.gz from the team's earlier scripts: no manifest, valid when it looks like gzip.
+
+    Its time is the one in its name (backup_YYYY-MM-DD_HH-mm-ss, UTC), else the file's mtime.
+    """
+    parsed = parse_name(name)
+    path = os.path.join(directory, name)
+    if parsed:
+        entry = _entry_base(directory, parsed["stem"], "legacy")
+    else:
+        entry = _entry_base(directory, name[: -len(".sql.gz")] if name.endswith(".sql.gz") else name, "legacy")
+        mtime = os.path.getmtime(path)
+        entry["timestamp"] = mtime
+        entry["started_at"] = epoch_to_iso(mtime)
+    entry.update(path=path, format="plain", compression="gzip", size=os.path.getsize(path))
+    if not gzip_magic(path):
+        entry["problems"].append(f"{name} is not a gzip file")
+    entry["valid"] = not entry["problems"]
+    return entry
+
+
+def verify_entry(entry):
+    """Re-verify an entry's content: sha256 against the manifest, or the gzip stream of a legacy file.
+
+    Updates and returns the entry (valid, verified, problems).
+    """
+    if entry["kind"] == "managed":
+        if entry["manifest"] is None or not os.path.lexists(entry["path"] or ""):
+            entry["valid"] = False
+            return entry
+        doc = entry["manifest"]
+        if os.path.isdir(entry["path"]):
+            problems = _verify_tree(entry["path"], doc)
+        else:
+            digest = sha256_file(entry["path"])
+            problems = []
+            if digest != doc["sha256"]:
+                problems.append(
+                    f"checksum mismatch: {doc['data']} has sha256 {digest}, the manifest says {doc['sha256']}"
+                )
+        entry["problems"] = [p for p in entry["problems"] if "checksum" not in p] + problems
+    else:
+        ok, problem = gzip_intact(entry["path"])
+        if not ok:
+            entry["problems"].append(problem)
+    entry["verified"] = True
+    entry["valid"] = not entry["problems"]
+    return entry
+
+
+def _verify_tree(path, doc):
+    """Checksum problems of a directory backup: every file's sha256, and the listing's."""
+    problems = []
+    actual = {}
+    for rel in tree_files(path):
+        full = os.path.join(path, rel)
+        actual[rel] = {"size": os.path.getsize(full), "sha256": sha256_file(full)}
+    for rel, info in sorted(doc["files"].items()):
+        got = actual.get(rel)
+        if got is None:
+            problems.append(f"{doc['data']}/{rel} is missing")
+        elif got["sha256"] != info.get("sha256"):
+            problems.append(
+                f"checksum mismatch: {doc['data']}/{rel} (sha256 {got['sha256']}, manifest {info.get('sha256')})"
+            )
+    problems.extend(f"unexpected file {doc['data']}/{rel}" for rel in sorted(set(actual) - set(doc["files"])))
+    if not problems and listing_digest(actual) != doc["sha256"]:
+        problems.append(f"checksum mismatch: the listing of {doc['data']} does not match the manifest's sha256")
+    return problems
+
+
+def scan(directory, database=None, include_legacy=True):
+    """Every backup in directory (newest first), and the stale/in-progress partials.
+
+    Returns {"backups": [...], "partials": [...]} where each backup is an entry dict (see
+    _entry_base). database filters managed backups by their manifest's database; legacy
+    files carry no database and are kept when include_legacy is true.
+    """
+    names = _listdir(directory)
+    manifests = set(n for n in names if n.endswith(MANIFEST_SUFFIX) and parse_name(n))
+    entries = []
+    claimed = set()
+    for manifest_file in sorted(manifests):
+        entry = managed_entry(directory, manifest_file)
+        if entry["manifest"] is not None:
+            claimed.add(entry["manifest"]["data"])
+        if database is not None and entry["database"] not in (None, database):
+            continue
+        entries.append(entry)
+    if include_legacy:
+        for name in sorted(names):
+            parsed = parse_name(name)
+            if not parsed or parsed["ext"] not in LEGACY_EXTENSIONS or name in claimed:
+                continue
+            if manifest_name(parsed["stem"]) in manifests:
+                continue
+            if not os.path.isfile(os.path.join(directory, name)):
+                continue
+            entries.append(legacy_entry(directory, name))
+    entries.sort(key=lambda e: (e["timestamp"] or 0, e["name"]), reverse=True)
+    partials = sorted(n for n in names if n.startswith("backup_") and n.endswith(PARTIAL_SUFFIX))
+    return {"backups": entries, "partials": partials}
+
+
+def public_entry(entry, now=None):
+    """An entry as modules return it (no internal fields; the manifest stays out unless asked)."""
+    out = {k: v for k, v in entry.items() if k not in ("manifest", "directory")}
+    if entry.get("timestamp") is not None:
+        now = now or utcnow()
+        out["age_seconds"] = max(0, int(now.timestamp() - entry["timestamp"]))
+    return out
+
+
+def newest(entries, before=None):
+    """The newest valid entry (optionally started strictly before a datetime), or None."""
+    for entry in entries:
+        if not entry["valid"] or entry["timestamp"] is None:
+            continue
+        if before is not None and entry["timestamp"] >= before.timestamp():
+            continue
+        return entry
+    return None
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def plan_retention(entries, database, now, *, keep_days=14, keep_min=3, prune_legacy=False):
+    """Which backups retention removes. A pure decision, tested without files.
+
+    - Only valid, complete backups of ``database`` made by this tool are candidates; invalid or
+      incomplete ones, other databases' and foreign files are never touched.
+    - The newest ``keep_min`` valid backups of the database are always kept, whatever their age.
+    - Others are removed when they started more than ``keep_days`` days before now.
+    - Legacy ``.sql.gz`` files (no manifest, no database) are removed only with prune_legacy, only
+      when older than keep_days, and only while ``keep_min`` valid managed backups exist.
+
+    Returns (prune, keep): lists of (entry, reason).
+    """
+    cutoff = now.timestamp() - keep_days * 86400
+    managed = [e for e in entries if e["kind"] == "managed" and e["database"] == database]
+    managed.sort(key=lambda e: (e["timestamp"] or 0, e["name"]), reverse=True)
+    valid = [e for e in managed if e["valid"]]
+    prune = []
+    keep = []
+    for index, entry in enumerate(valid):
+        if index < keep_min:
+            keep.append((entry, f"among the newest {keep_min} (keep_min)"))
+        elif entry["timestamp"] is not None and entry["timestamp"] < cutoff:
+            prune.append((entry, f"older than {keep_days} days"))
+        else:
+            keep.append((entry, f"within {keep_days} days"))
+    for entry in managed:
+        if not entry["valid"]:
+            keep.append((entry, "invalid or incomplete: never pruned"))
+    legacy = [e for e in entries if e["kind"] == "legacy"]
+    for entry in legacy:
+        if not prune_legacy:
+            keep.append((entry, "legacy file: pruned only with prune_legacy"))
+        elif len(valid) < keep_min:
+            keep.append((entry, "legacy file kept: fewer than keep_min valid backups exist"))
+        elif entry["timestamp"] is not None and entry["timestamp"] < cutoff:
+            prune.append((entry, f"legacy file older than {keep_days} days"))
+        else:
+            keep.append((entry, f"legacy file within {keep_days} days"))
+    return prune, keep
+
+
+def delete_entry(entry):
+    """Remove a backup: its data first, then its manifest (a crash in between leaves an invalid entry)."""
+    if entry.get("path"):
+        remove_path(entry["path"])
+    if entry.get("manifest_path"):
+        remove_path(entry["manifest_path"])
+    if entry.get("directory"):
+        fsync_path(entry["directory"])
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def lock_path(directory, key):
+    """The lock file of one database's backups in directory (the name is made filesystem-safe)."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
+    if safe != key:
+        safe = "{}-{}".format(safe, hashlib.sha256(key.encode("utf-8")).hexdigest()[:8])
+    return os.path.join(directory, LOCK_PREFIX + safe + LOCK_SUFFIX)
+
+
+class DirLock:
+    """An exclusive flock on a lock file; the kernel releases it when the holder dies."""
+
+    def __init__(self, directory, key):
+        self.path = lock_path(directory, key)
+        self.key = key
+        self.fd = None
+
+    def holder(self):
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                return handle.read().strip() or None
+        except OSError:
+            return None
+
+    def acquire(self, timeout, poll=0.2):
+        """Wait up to timeout seconds; raises CatalogError naming the holder."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        deadline = time.monotonic() + max(0.0, float(timeout))
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise CatalogError(
+                        f"another backup of database {self.key} is running in {os.path.dirname(self.path)} "
+                        f"(lock {self.path} held by {self.holder() or 'another process'}); waited {int(timeout)} s. "
+                        "Let it finish, or raise lock_timeout.",
+                        lock=self.path,
+                    ) from None
+                time.sleep(poll)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {os.uname()[1]} since {iso(utcnow())}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self):
+        if self.fd is not None:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self.fd)
+                self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def other_lock_held(directory, own_path=None):
+    """True when some lock file in directory (other than own_path) is held by a running process."""
+    for name in _listdir(directory):
+        if not (name.startswith(LOCK_PREFIX) and name.endswith(LOCK_SUFFIX)):
+            continue
+        path = os.path.join(directory, name)
+        if own_path and os.path.abspath(path) == os.path.abspath(own_path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+    return False
+
+
+def stale_partials(directory):
+    """(partials, orphan_manifests): leftovers of interrupted runs.
+
+    An orphan manifest is one whose data is missing while the data's .partial exists (the
+    crash came between the manifest's rename and the data's).
+    """
+    names = set(_listdir(directory))
+    partials = sorted(n for n in names if n.startswith("backup_") and n.endswith(PARTIAL_SUFFIX))
+    orphans = []
+    for name in sorted(names):
+        if not (name.endswith(MANIFEST_SUFFIX) and parse_name(name)):
+            continue
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as handle:
+                data = json.load(handle).get("data")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(data, str) and data not in names and (data + PARTIAL_SUFFIX) in names:
+            orphans.append(name)
+    return partials, orphans
+
+
+def clean_stale(directory, own_lock_path, check_mode=False):
+    """Remove leftovers of interrupted runs, only while no other lock in directory is held.
+
+    Returns (removed, skipped_reason).
+    """
+    partials, orphans = stale_partials(directory)
+    if not partials and not orphans:
+        return [], None
+    if other_lock_held(directory, own_lock_path):
+        return [], f"another backup in {directory} is running: its .partial files are left alone"
+    removed = []
+    for name in orphans + partials:
+        if not check_mode:
+            remove_path(os.path.join(directory, name))
+        removed.append(name)
+    if removed and not check_mode:
+        fsync_path(directory)
+    return removed, None
+
+
+def epoch_to_iso(value):
+    if value is None:
+        return None
+    return iso(datetime.datetime.fromtimestamp(value, datetime.UTC))
+
+
+def timegm(dt):
+    return calendar.timegm(dt.utctimetuple())
+
+
+# --------------------------------------------------------------------------- backup_info
+
+
+def collect_info(params, now=None):
+    """What tokotani.dr.backup_info reports. Returns (result, failure message or None). Read-only."""
+    directory = params["backup_dir"]
+    if not os.path.isdir(directory):
+        raise CatalogError(f"backup_dir {directory} does not exist (or is not a directory)")
+    now = now or utcnow()
+    before = parse_timestamp(params.get("before")) if params.get("before") else None
+    max_age = parse_duration(params.get("max_age")) if params.get("max_age") else None
+    listing = scan(directory, database=params.get("database"), include_legacy=params.get("include_legacy", True))
+    entries = listing["backups"]
+    if params.get("verify"):
+        for entry in entries:
+            if entry["valid"]:
+                verify_entry(entry)
+    public = []
+    for entry in entries:
+        item = public_entry(entry, now)
+        if params.get("include_manifest"):
+            item["manifest"] = entry["manifest"]
+        public.append(item)
+    by_name = {item["name"] + "\0" + (item["path"] or ""): item for item in public}
+
+    def pick(entry):
+        return by_name[entry["name"] + "\0" + (entry["path"] or "")] if entry else None
+
+    latest = newest(entries)
+    result = {
+        "backups": public,
+        "count": len(public),
+        "valid_count": len([e for e in entries if e["valid"]]),
+        "newest": pick(latest),
+        "newest_age_seconds": pick(latest)["age_seconds"] if latest else None,
+        "partials": listing["partials"],
+        "stale": False,
+    }
+    if before is not None:
+        result["newest_before"] = pick(newest(entries, before=before))
+    failure = None
+    if max_age is not None:
+        what = f"of database {params['database']} " if params.get("database") else ""
+        if latest is None:
+            result["stale"] = True
+            failure = f"no valid backup {what}in {directory}: backups are stale (max_age {human_duration(max_age)})"
+        elif result["newest_age_seconds"] > max_age:
+            result["stale"] = True
+            failure = (
+                f"the newest valid backup {what}in {directory} ({latest['name']}) is "
+                f"{human_duration(result['newest_age_seconds'])} old, older than max_age {human_duration(max_age)}: "
+                "has the nightly backup stopped?"
+            )
+    return result, failure

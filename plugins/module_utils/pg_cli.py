@@ -1,0 +1,490 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""PostgreSQL client tools (psql, pg_dump, pg_restore) driven as subprocesses.
+
+Pure standard library: no psycopg2 on the target, no Ansible imports, so the same code
+runs inside a module and in a host-side runner (a systemd timer). Connection secrets go
+to the tools through the environment (PGPASSWORD), never through argv.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+
+TOOL_NAME = "tokotani.dr"
+TOOL_VERSION = "0.1.0"
+APPLICATION_NAME = "tokotani.dr"
+STDERR_EXCERPT_LINES = 25
+STDERR_KEEP_LINES = 400
+
+_VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+class PgError(Exception):
+    """A failure an operator can act on: a message, and the command, rc and stderr excerpt behind it."""
+
+    def __init__(self, msg, cmd=None, rc=None, stderr=None, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.cmd = cmd
+        self.rc = rc
+        self.stderr = stderr
+        self.details = details
+
+    def to_dict(self):
+        out = {"msg": self.msg}
+        if self.cmd is not None:
+            out["cmd"] = " ".join(self.cmd) if isinstance(self.cmd, (list, tuple)) else str(self.cmd)
+        if self.rc is not None:
+            out["rc"] = self.rc
+        if self.stderr:
+            out["stderr"] = self.stderr
+        out.update(self.details)
+        return out
+
+
+def excerpt(text, lines=STDERR_EXCERPT_LINES):
+    """The last lines of a tool's stderr, without the noise of empty lines."""
+    if not text:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def quote_ident(name):
+    """A PostgreSQL identifier, double-quoted."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def quote_literal(value):
+    """A PostgreSQL string literal (standard_conforming_strings on, as since 9.1)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def conninfo_dbname(dbname):
+    """A libpq conninfo string naming only the database (safe for any name, even one with '=' or spaces)."""
+    return "dbname='" + str(dbname).replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Connection:
+    """How to reach the server. Holds the password; never put it in argv or in results."""
+
+    def __init__(
+        self,
+        *,
+        host=None,
+        port=None,
+        user=None,
+        password=None,
+        unix_socket=None,
+        maintenance_db="postgres",
+        ssl_mode=None,
+        ca_cert=None,
+        connect_timeout=10,
+        bindir=None,
+    ):
+        self.host = host or None
+        self.port = port
+        self.user = user
+        self.password = password
+        self.unix_socket = unix_socket or None
+        self.maintenance_db = maintenance_db or "postgres"
+        self.ssl_mode = ssl_mode
+        self.ca_cert = ca_cert
+        self.connect_timeout = connect_timeout
+        self.bindir = bindir
+
+    @classmethod
+    def from_params(cls, params):
+        """From a module's (or a runner's) option dict, keys as in the postgres doc fragment."""
+        return cls(
+            host=params.get("login_host"),
+            port=params.get("login_port"),
+            user=params.get("login_user"),
+            password=params.get("login_password"),
+            unix_socket=params.get("login_unix_socket"),
+            maintenance_db=params.get("maintenance_db") or "postgres",
+            ssl_mode=params.get("ssl_mode"),
+            ca_cert=params.get("ca_cert"),
+            connect_timeout=params.get("connect_timeout") or 10,
+            bindir=params.get("pg_bindir"),
+        )
+
+    def describe(self):
+        """Where we connect, for messages (no secrets)."""
+        where = self.host or self.unix_socket or "the default unix socket"
+        port = self.port or 5432
+        return "{} port {} as {}".format(where, port, self.user or "the current user")
+
+    def env(self, extra=None):
+        """os.environ plus the libpq variables for this connection."""
+        env = dict(os.environ)
+        host = self.host or self.unix_socket
+        if host:
+            env["PGHOST"] = str(host)
+        if self.port:
+            env["PGPORT"] = str(self.port)
+        if self.user:
+            env["PGUSER"] = str(self.user)
+        if self.password is not None and self.password != "":
+            env["PGPASSWORD"] = str(self.password)
+        if self.ssl_mode:
+            env["PGSSLMODE"] = self.ssl_mode
+        if self.ca_cert:
+            env["PGSSLROOTCERT"] = str(self.ca_cert)
+        if self.connect_timeout:
+            env["PGCONNECT_TIMEOUT"] = str(int(self.connect_timeout))
+        env["PGAPPNAME"] = APPLICATION_NAME
+        # psql must not read the operator's ~/.psqlrc (-X) nor page its output.
+        env["PAGER"] = "cat"
+        env.pop("PSQL_PAGER", None)
+        if extra:
+            env.update(extra)
+        return env
+
+    def redact(self, text):
+        """text with the password (if any) blanked out."""
+        if text and self.password:
+            return text.replace(str(self.password), "********")
+        return text
+
+
+def parse_tool_version(text):
+    """(major, minor) from `pg_dump --version` output, or None."""
+    match = _VERSION_RE.search(text or "")
+    if not match:
+        return None
+    major = int(match.group(1))
+    minor = int(match.group(2) or 0)
+    return (major, minor)
+
+
+def server_major(server_version_num):
+    """15 from 150018 (9 for 90624: majors before 10 had two parts; 9 is enough for comparisons)."""
+    return int(server_version_num) // 10000
+
+
+def client_package(major):
+    """The Debian/Ubuntu package that carries the client tools of a major version."""
+    return f"postgresql-client-{major}"
+
+
+def _installed_bindirs():
+    """{major: bindir} of the Debian-style /usr/lib/postgresql/<major>/bin installations."""
+    found = {}
+    for path in glob.glob("/usr/lib/postgresql/*/bin"):
+        name = os.path.basename(os.path.dirname(path))
+        if name.isdigit():
+            found[int(name)] = path
+    return found
+
+
+def find_tool(name, bindir=None, want_major=None):
+    """The path of a client tool.
+
+    bindir when given (and nothing else); otherwise the Debian installation of the server's
+    major version, then the newest installed one that is not older, then PATH.
+    """
+    if bindir:
+        path = os.path.join(bindir, name)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise PgError(f"{name} not found in pg_bindir {bindir}")
+        return path
+    installed = _installed_bindirs()
+    candidates = []
+    if want_major is not None and want_major in installed:
+        candidates.append(installed[want_major])
+    candidates.extend(installed[m] for m in sorted(installed, reverse=True) if want_major is None or m >= want_major)
+    for directory in candidates:
+        path = os.path.join(directory, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    path = shutil.which(name)
+    if path:
+        return path
+    hint = client_package(want_major) if want_major else "postgresql-client"
+    raise PgError(
+        f"{name} not found: install the PostgreSQL client tools (Debian/Ubuntu: apt-get install {hint}) "
+        "or set pg_bindir to the directory that holds them"
+    )
+
+
+def tool_version(path):
+    """(major, minor, text) of a client tool."""
+    try:
+        result = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError as err:
+        raise PgError(f"cannot run {path}: {err}") from err
+    version = parse_tool_version(result.stdout)
+    if result.returncode != 0 or version is None:
+        raise PgError(
+            f"cannot tell the version of {path}",
+            cmd=[path, "--version"],
+            rc=result.returncode,
+            stderr=excerpt(result.stderr or result.stdout),
+        )
+    return version[0], version[1], result.stdout.strip()
+
+
+def check_tool_not_older(tool, path, version, server_version_num, server_version):
+    """Fail when a dump/restore tool's major is older than the server's, naming the package to install."""
+    smajor = server_major(server_version_num)
+    if version[0] < smajor:
+        raise PgError(
+            f"{tool} {version[0]}.{version[1]} ({path}) is older than the server (PostgreSQL {server_version}): "
+            f"{tool} cannot {'dump' if tool == 'pg_dump' else 'restore into'} a newer server. "
+            "Install the client tools of the server's version "
+            f"(Debian/Ubuntu: apt-get install {client_package(smajor)}) "
+            f"or set pg_bindir to their directory (e.g. /usr/lib/postgresql/{smajor}/bin).",
+            tool_path=path,
+            server_version=server_version,
+        )
+
+
+class StderrCollector:
+    """Drains a process's stderr in a thread (so the pipe never fills), keeps the tail, feeds a callback."""
+
+    def __init__(self, stream, on_line=None, keep=STDERR_KEEP_LINES):
+        self.lines = deque(maxlen=keep)
+        self._stream = stream
+        self._on_line = on_line
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        for raw in iter(self._stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            self.lines.append(line)
+            if self._on_line is not None:
+                with contextlib.suppress(Exception):
+                    self._on_line(line)
+        self._stream.close()
+
+    def join(self, timeout=None):
+        self._thread.join(timeout)
+
+    def text(self):
+        return "\n".join(self.lines)
+
+
+def run(argv, conn=None, input_text=None, timeout=None, env_extra=None):
+    """Run a tool to completion; returns (rc, stdout, stderr). The one seam unit tests mock."""
+    env = conn.env(env_extra) if conn is not None else None
+    try:
+        result = subprocess.run(
+            argv,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as err:
+        raise PgError(f"{os.path.basename(argv[0])} did not finish within {timeout} s", cmd=argv) from err
+    except OSError as err:
+        raise PgError(f"cannot run {argv[0]}: {err}", cmd=argv) from err
+    return result.returncode, result.stdout, result.stderr
+
+
+def connection_failure_message(conn, dbname, stderr):
+    """An operator-facing sentence for the usual libpq failures."""
+    text = stderr or ""
+    where = conn.describe()
+    if "password authentication failed" in text:
+        return f"authentication failed for {where} (database {dbname}): check login_user/login_password"
+    if "no password supplied" in text:
+        return f"the server at {where} asks for a password and none was given (login_password or PGPASSWORD)"
+    if "does not exist" in text and "database" in text and "FATAL" in text:
+        return f"database {dbname} does not exist on {where}"
+    if "Connection refused" in text or "could not connect" in text or "timeout expired" in text:
+        return f"cannot connect to PostgreSQL at {where}: is the server running and reachable?"
+    if "could not translate host name" in text:
+        return f"cannot resolve the database host of {where}"
+    return None
+
+
+class Psql:
+    """psql as a query runner: every result row is one JSON document per line."""
+
+    def __init__(self, conn, path=None):
+        self.conn = conn
+        self.path = path or find_tool("psql", conn.bindir)
+
+    def argv(self, dbname, extra=None):
+        argv = [self.path, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", conninfo_dbname(dbname)]
+        if extra:
+            argv.extend(extra)
+        return argv
+
+    def run_sql(self, sql, dbname, variables=None, timeout=None, what="query"):
+        """Run an SQL script (stdin) in dbname; returns stdout. variables are psql -v settings (for :'name')."""
+        extra = []
+        for key, value in (variables or {}).items():
+            extra.extend(["-v", f"{key}={value}"])
+        argv = self.argv(dbname, [*extra, "-f", "-"])
+        rc, out, err = run(argv, self.conn, input_text=sql, timeout=timeout)
+        if rc != 0:
+            err = self.conn.redact(err)
+            message = connection_failure_message(self.conn, dbname, err)
+            if message is None:
+                message = f"{what} failed on database {dbname}: {excerpt(err, 3) or f'psql rc {rc}'}"
+            raise PgError(message, cmd=argv, rc=rc, stderr=excerpt(err))
+        return out
+
+    def query_json(self, sql, dbname, variables=None, timeout=None, what="query"):
+        """Rows of a query whose single column is json: a list of parsed documents."""
+        out = self.run_sql(sql, dbname, variables=variables, timeout=timeout, what=what)
+        rows = []
+        for raw in out.splitlines():
+            line = raw.strip()
+            if line:
+                rows.append(json.loads(line))
+        return rows
+
+
+SERVER_INFO_SQL = """
+SELECT json_build_object(
+  'server_version', current_setting('server_version'),
+  'server_version_num', current_setting('server_version_num')::int,
+  'current_user', current_user,
+  'is_superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+  'in_recovery', pg_is_in_recovery());
+"""
+
+# Everything that makes a database what it is, outside what pg_dump (without --create) writes:
+# owner, encoding and locale, ACL, connection limit, comment, ALTER DATABASE/ROLE ... SET.
+# to_jsonb(d) keeps this independent of the server's pg_database columns (datlocprovider is 15+).
+DATABASE_PROPERTIES_SQL = """
+SELECT json_build_object(
+  'name', d.datname,
+  'oid', d.oid,
+  'owner', pg_get_userbyid(d.datdba),
+  'encoding', pg_encoding_to_char(d.encoding),
+  'row', to_jsonb(d) - 'datacl',
+  'connection_limit', d.datconnlimit,
+  'comment', shobj_description(d.oid, 'pg_database'),
+  'acl_is_default', d.datacl IS NULL,
+  'acl', COALESCE((
+      SELECT json_agg(json_build_object(
+               'grantee', CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END,
+               'privilege', a.privilege_type,
+               'grantable', a.is_grantable)
+             ORDER BY a.grantee, a.privilege_type)
+        FROM aclexplode(d.datacl) a), '[]'::json),
+  'settings', COALESCE((
+      SELECT json_agg(json_build_object(
+               'role', CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END,
+               'config', s.setconfig)
+             ORDER BY s.setrole)
+        FROM pg_db_role_setting s WHERE s.setdatabase = d.oid), '[]'::json),
+  'size', pg_database_size(d.oid))
+FROM pg_database d
+WHERE d.datname = :'dbname';
+"""
+
+
+def database_properties(psql, dbname):
+    """The properties of database dbname (read through the maintenance database), or None if it is missing."""
+    rows = psql.query_json(
+        DATABASE_PROPERTIES_SQL,
+        psql.conn.maintenance_db,
+        variables={"dbname": dbname},
+        what=f"reading the properties of database {dbname}",
+    )
+    if not rows:
+        return None
+    props = rows[0]
+    row = props.pop("row", {}) or {}
+    props["collate"] = row.get("datcollate")
+    props["ctype"] = row.get("datctype")
+    props["locale_provider"] = row.get("datlocprovider")
+    props["icu_locale"] = row.get("daticulocale")
+    props["is_template"] = row.get("datistemplate")
+    props["allow_connections"] = row.get("datallowconn")
+    return props
+
+
+def server_info(psql):
+    """Server version, current user, recovery state (from the maintenance database)."""
+    rows = psql.query_json(SERVER_INFO_SQL, psql.conn.maintenance_db, what="connecting")
+    return rows[0]
+
+
+# GUCs whose stored values are lists that pg_dumpall writes unquoted (GUC_LIST_QUOTE).
+_LIST_GUCS = {
+    "search_path",
+    "temp_tablespaces",
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "local_preload_libraries",
+    "unix_socket_directories",
+}
+
+
+def setting_sql(config_item):
+    """'k=v' from pg_db_role_setting as the right-hand side 'k TO v' of ALTER ... SET."""
+    key, _sep, value = config_item.partition("=")
+    if key.lower() in _LIST_GUCS:
+        return "{} TO {}".format(quote_ident(key) if not re.match(r"^[a-z_][a-z0-9_.]*$", key) else key, value or "''")
+    keysql = key if re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", key) else quote_ident(key)
+    return f"{keysql} TO {quote_literal(value)}"
+
+
+def properties_sql(target, props, include_owner=True):
+    """SQL that gives database target the owner, ACL, settings, comment and connection limit in props."""
+    db = quote_ident(target)
+    statements = []
+    if include_owner and props.get("owner"):
+        statements.append("ALTER DATABASE {} OWNER TO {};".format(db, quote_ident(props["owner"])))
+    if props.get("connection_limit") is not None and int(props["connection_limit"]) != -1:
+        statements.append(f"ALTER DATABASE {db} CONNECTION LIMIT {int(props['connection_limit'])};")
+    if props.get("comment") is not None:
+        statements.append("COMMENT ON DATABASE {} IS {};".format(db, quote_literal(props["comment"])))
+    if not props.get("acl_is_default", True):
+        # Start from nothing (not even the owner's implicit rights), then grant exactly the source's ACL.
+        owner = props.get("owner")
+        statements.append(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC;")
+        if owner:
+            statements.append(f"REVOKE ALL ON DATABASE {db} FROM {quote_ident(owner)};")
+        for item in props.get("acl") or []:
+            grantee = "PUBLIC" if item["grantee"] == "PUBLIC" else quote_ident(item["grantee"])
+            statements.append(
+                "GRANT {} ON DATABASE {} TO {}{};".format(
+                    item["privilege"], db, grantee, " WITH GRANT OPTION" if item.get("grantable") else ""
+                )
+            )
+    for setting in props.get("settings") or []:
+        for item in setting.get("config") or []:
+            if setting.get("role"):
+                statements.append(
+                    "ALTER ROLE {} IN DATABASE {} SET {};".format(quote_ident(setting["role"]), db, setting_sql(item))
+                )
+            else:
+                statements.append(f"ALTER DATABASE {db} SET {setting_sql(item)};")
+    return "\n".join(statements)
+
+
+def create_database_sql(name, props):
+    """CREATE DATABASE name with the encoding, locale and owner of props (from template0)."""
+    parts = [f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"]
+    if props:
+        if props.get("owner"):
+            parts.append("OWNER {}".format(quote_ident(props["owner"])))
+        if props.get("encoding"):
+            parts.append("ENCODING {}".format(quote_literal(props["encoding"])))
+        if props.get("collate"):
+            parts.append("LC_COLLATE {}".format(quote_literal(props["collate"])))
+        if props.get("ctype"):
+            parts.append("LC_CTYPE {}".format(quote_literal(props["ctype"])))
+        if props.get("locale_provider") == "i" and props.get("icu_locale"):
+            parts.append("LOCALE_PROVIDER icu ICU_LOCALE {}".format(quote_literal(props["icu_locale"])))
+    return " ".join(parts) + ";"

@@ -1,0 +1,650 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The restore engine behind tokotani.dr.postgresql_restore.
+
+Order of work, so that nothing is touched before the backup is known to be good:
+
+1. resolve the backup (a path, a name, or ``latest``/``before`` in a directory);
+2. refuse unless confirmed (check mode excepted: it changes nothing);
+3. verify: sha256 against the manifest (directory backups: every file), or the whole gzip
+   stream of a legacy ``.sql.gz``;
+4. create ``<db>__restore_<ts>`` (mode replace) or the target (mode into) from template0 with
+   the source's encoding, locale and owner; restore with ``pg_restore --exit-on-error -j N``
+   (zstd directory backups stream through named pipes, no temporary copy) or
+   ``psql -v ON_ERROR_STOP=1``;
+5. check: every table of the manifest is present and has exactly the manifest's row count;
+6. ANALYZE; give the new database the live one's owner, ACL, settings, comment, connection limit;
+7. replace mode: terminate the connections and swap with two renames in one transaction,
+   keeping the old database as ``<db>__pre_restore_<ts>``.
+
+Any failure before the swap drops the new database; the live one is never touched before the
+swap's single transaction.
+"""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
+    Connection,
+    PgError,
+    Psql,
+    StderrCollector,
+    check_tool_not_older,
+    conninfo_dbname,
+    create_database_sql,
+    database_properties,
+    excerpt,
+    find_tool,
+    properties_sql,
+    quote_ident,
+    quote_literal,
+    server_info,
+    tool_version,
+)
+
+MODES = ("replace", "into")
+FIFO_MIN_BYTES = 1 << 20  # compressed files smaller than this are decompressed up front
+NAMEDATALEN = 63
+SWAP_ATTEMPTS = 5
+DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
+
+
+def derived_name(database, suffix):
+    """database + suffix, cutting database so that the whole fits PostgreSQL's 63-byte names."""
+    room = NAMEDATALEN - len(suffix.encode("utf-8"))
+    base = database.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return base + suffix
+
+
+def stamp(dt):
+    return dt.astimezone(datetime.UTC).strftime("%Y%m%d_%H%M%S")
+
+
+class ZstdStage:
+    """A directory pg_restore reads like an uncompressed directory backup.
+
+    toc.dat and uncompressed files are symlinked; small ``.zst`` files are decompressed; large
+    ones become named pipes, each fed by ``zstd -dc`` once pg_restore opens it.
+    """
+
+    def __init__(self, source, stage, zstd):
+        self.source = source
+        self.stage = stage
+        self.zstd = zstd
+        self.stop = threading.Event()
+        self.threads = []
+        self.results = {}
+        self.lock = threading.Lock()
+        self.procs = set()
+
+    def prepare(self):
+        for rel in catalog.tree_files(self.source):
+            src = os.path.join(self.source, rel)
+            if not rel.endswith(".zst"):
+                os.symlink(src, os.path.join(self.stage, rel))
+                continue
+            dest = os.path.join(self.stage, rel[: -len(".zst")])
+            if os.path.getsize(src) < FIFO_MIN_BYTES:
+                argv = [self.zstd, "-q", "-d", "-c", src]
+                with open(dest, "wb") as out:
+                    result = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, check=False)
+                if result.returncode != 0:
+                    raise PgError(
+                        f"zstd cannot decompress {src}",
+                        cmd=argv,
+                        rc=result.returncode,
+                        stderr=excerpt(result.stderr.decode("utf-8", "replace")),
+                    )
+                continue
+            os.mkfifo(dest, 0o600)
+            thread = threading.Thread(target=self._feed, args=(src, dest), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _feed(self, src, fifo):
+        fd = None
+        while not self.stop.is_set():
+            try:
+                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError as err:
+                if err.errno != errno.ENXIO:
+                    with self.lock:
+                        self.results[fifo] = ("error", str(err))
+                    return
+                time.sleep(0.02)
+        if fd is None:
+            with self.lock:
+                self.results[fifo] = ("unread", None)
+            return
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        argv = [self.zstd, "-q", "-d", "-c", src]
+        try:
+            proc = subprocess.Popen(argv, stdout=fd, stderr=subprocess.PIPE)
+        finally:
+            os.close(fd)
+        with self.lock:
+            self.procs.add(proc)
+        _out, err = proc.communicate()
+        with self.lock:
+            self.procs.discard(proc)
+            self.results[fifo] = ("done", (proc.returncode, err.decode("utf-8", "replace"), argv))
+
+    def finish(self, restored_ok):
+        """Stop the feeders; when the restore succeeded, every pipe must have been read completely."""
+        self.stop.set()
+        if not restored_ok:
+            with self.lock:
+                procs = list(self.procs)
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+        for thread in self.threads:
+            thread.join(30)
+        if not restored_ok:
+            return
+        for fifo, (state, info) in sorted(self.results.items()):
+            name = os.path.basename(fifo)
+            if state == "unread":
+                raise PgError(f"pg_restore never read {name}: the restore is incomplete")
+            if state == "error":
+                raise PgError(f"cannot feed {name} to pg_restore: {info}")
+            rc, err, argv = info
+            if rc != 0:
+                raise PgError(f"zstd failed decompressing {name}", cmd=argv, rc=rc, stderr=excerpt(err))
+
+
+class RestoreEngine:
+    """One restore run. Options as in the postgresql_restore module (see its documentation)."""
+
+    def __init__(self, conn, params, check_mode=False, log=None):
+        self.conn = conn
+        self.p = dict(params)
+        self.check_mode = check_mode
+        self.log = log or (lambda msg: None)
+        self.database = self.p["database"]
+        self.mode = self.p.get("mode") or "replace"
+        self.jobs = max(1, int(self.p.get("jobs") or 2))
+        self.verified = []
+        self.warnings = []
+        self.created = None
+
+    # -- resolving -------------------------------------------------------------
+    def resolve(self):
+        backup = self.p.get("backup") or "latest"
+        directory = self.p.get("backup_dir")
+        before = catalog.parse_timestamp(self.p["before"]) if self.p.get("before") else None
+        if backup == "latest":
+            if not directory:
+                raise PgError("backup: latest needs backup_dir, the directory to pick the newest backup from")
+            if not os.path.isdir(directory):
+                raise PgError(f"backup_dir {directory} does not exist")
+            source = self.p.get("source_database") or self.database
+            listing = catalog.scan(directory, database=source)
+            entry = catalog.newest(listing["backups"], before=before)
+            if entry is None:
+                what = f"before {catalog.iso(before)} " if before else ""
+                raise PgError(
+                    f"no valid backup of database {source} {what}in {directory} "
+                    f"({len(listing['backups'])} entries, none valid)",
+                    backups=[catalog.public_entry(e) for e in listing["backups"][:10]],
+                )
+            return entry
+        path = backup
+        if not os.path.isabs(path) and directory and os.sep not in path:
+            path = os.path.join(directory, path)
+        path = os.path.abspath(path)
+        if path.endswith(catalog.MANIFEST_SUFFIX):
+            if not os.path.isfile(path):
+                raise PgError(f"the manifest {path} does not exist")
+            return catalog.managed_entry(os.path.dirname(path), os.path.basename(path))
+        if not os.path.lexists(path):
+            raise PgError(f"the backup {path} does not exist")
+        parent = os.path.dirname(path)
+        name = os.path.basename(path.rstrip(os.sep))
+        parsed = catalog.parse_name(name)
+        if parsed:
+            manifest_file = catalog.manifest_name(parsed["stem"])
+            if os.path.isfile(os.path.join(parent, manifest_file)):
+                entry = catalog.managed_entry(parent, manifest_file)
+                if entry["manifest"] is not None and entry["manifest"]["data"] != name:
+                    raise PgError(
+                        "the manifest {} describes {}, not {}".format(manifest_file, entry["manifest"]["data"], name)
+                    )
+                return entry
+        if name.endswith(".sql.gz") and os.path.isfile(path):
+            return catalog.legacy_entry(parent, name)
+        raise PgError(
+            "{} has no manifest beside it ({}); only plain .sql.gz files from the earlier backup scripts "
+            "can be restored without one".format(
+                path, catalog.manifest_name(parsed["stem"]) if parsed else "<name>.manifest.json"
+            )
+        )
+
+    # -- checks ----------------------------------------------------------------
+    def _check_source(self, entry):
+        if entry["kind"] != "managed":
+            return
+        expected = self.p.get("source_database")
+        if expected is None and self.mode == "replace":
+            expected = self.database
+        if expected is not None and entry["database"] != expected:
+            raise PgError(
+                "{} is a backup of database {}, not {}: refusing to restore it{}. If that is really "
+                "intended, set source_database: {}.".format(
+                    entry["name"],
+                    entry["database"],
+                    expected,
+                    f" over {self.database}" if self.mode == "replace" else "",
+                    entry["database"],
+                )
+            )
+
+    def verify(self, entry):
+        if not entry["valid"]:
+            raise PgError(
+                "backup {} is not valid: {}. Nothing was changed.".format(entry["name"], "; ".join(entry["problems"])),
+                problems=entry["problems"],
+            )
+        catalog.verify_entry(entry)
+        if not entry["valid"]:
+            raise PgError(
+                "backup {} failed verification: {}. Nothing was changed.".format(
+                    entry["name"], "; ".join(entry["problems"])
+                ),
+                problems=entry["problems"],
+            )
+        if entry["kind"] == "managed":
+            self.verified.append("sha256 of {} matches the manifest".format(os.path.basename(entry["path"])))
+        else:
+            self.verified.append(
+                "gzip stream of {} is intact (legacy backup, no manifest)".format(os.path.basename(entry["path"]))
+            )
+
+    def _preflight(self, entry):
+        self.psql = Psql(self.conn)
+        self.server = server_info(self.psql)
+        smajor = int(self.server["server_version_num"]) // 10000
+        fmt = entry["format"]
+        if fmt in ("directory", "custom"):
+            self.pg_restore = find_tool("pg_restore", self.conn.bindir, smajor)
+            version = tool_version(self.pg_restore)
+            archive = (entry.get("manifest") or {}).get("pg_dump", {}).get("version")
+            if archive and int(archive.split(".")[0]) > version[0]:
+                major = int(archive.split(".")[0])
+                raise PgError(
+                    f"pg_restore {version[0]}.{version[1]} ({self.pg_restore}) cannot read a backup made by pg_dump "
+                    f"{archive}: install the client tools of version {major} or newer "
+                    f"(Debian/Ubuntu: apt-get install postgresql-client-{major}) or set pg_bindir"
+                )
+            check_tool_not_older(
+                "pg_restore",
+                self.pg_restore,
+                version[:2],
+                self.server["server_version_num"],
+                self.server["server_version"],
+            )
+        self.smajor = smajor
+
+    # -- database operations -----------------------------------------------------
+    def _exists(self, name):
+        rows = self.psql.query_json(
+            "SELECT json_build_object('exists', EXISTS (SELECT 1 FROM pg_database WHERE datname = :'n'));",
+            self.conn.maintenance_db,
+            variables={"n": name},
+        )
+        return bool(rows and rows[0]["exists"])
+
+    def _free_name(self, suffix):
+        """database + suffix (+ _2, _3 ... when taken), within PostgreSQL's name length."""
+        name = derived_name(self.database, suffix)
+        seq = 1
+        while self._exists(name):
+            seq += 1
+            name = derived_name(self.database, f"{suffix}_{seq}")
+        return name
+
+    def _drop(self, name):
+        force = " WITH (FORCE)" if self.smajor >= 13 else ""
+        try:
+            self.psql.run_sql(
+                f"DROP DATABASE IF EXISTS {quote_ident(name)}{force};",
+                self.conn.maintenance_db,
+                what=f"dropping the incomplete database {name}",
+            )
+        except PgError as err:
+            self.warnings.append(f"could not drop {name}: {err.msg}")
+
+    def _restore_env(self):
+        mwm = self.p.get("maintenance_work_mem") or DEFAULT_MAINTENANCE_WORK_MEM
+        # The restore's own sessions only: the swap commits synchronously and flushes all of it.
+        return {"PGOPTIONS": f"-c synchronous_commit=off -c maintenance_work_mem={mwm}"}
+
+    def _load(self, entry, target):
+        """Restore the backup's content into the (new, empty) database target."""
+        if entry["format"] in ("directory", "custom"):
+            self._load_archive(entry, target)
+        else:
+            self._load_plain(entry, target)
+
+    def _load_archive(self, entry, target):
+        """pg_restore -j N --exit-on-error; zstd directory backups through a staging directory of pipes."""
+        source = entry["path"]
+        stage = stage_dir = None
+        proc = None
+        try:
+            if entry["format"] == "directory" and any(f.endswith(".zst") for f in catalog.tree_files(source)):
+                zstd = shutil.which("zstd")
+                if not zstd:
+                    raise PgError(f"zstd is needed to restore {entry['name']} (Debian/Ubuntu: apt-get install zstd)")
+                stage_dir = tempfile.mkdtemp(prefix=".tokotani-restore-", dir=self.p.get("work_dir") or None)
+                stage = ZstdStage(source, stage_dir, zstd)
+                stage.prepare()
+                source = stage_dir
+            argv = [self.pg_restore, "--exit-on-error", "--no-password", "-j", str(self.jobs)]
+            argv += ["-d", conninfo_dbname(target), source]
+            env = self.conn.env(self._restore_env())
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            errors = StderrCollector(proc.stderr)
+            rc = proc.wait()
+            errors.join(10)
+            if stage is not None:
+                stage.finish(rc == 0)
+                stage = None
+            if rc != 0:
+                raise self._restore_error("pg_restore", argv, rc, errors.text())
+        except BaseException:
+            _kill_all([proc])
+            if stage is not None:
+                stage.finish(False)
+            raise
+        finally:
+            if stage_dir:
+                shutil.rmtree(stage_dir, ignore_errors=True)
+
+    def _load_plain(self, entry, target):
+        """psql -v ON_ERROR_STOP=1, fed by gzip/zstd -dc for compressed scripts."""
+        psql = find_tool("psql", self.conn.bindir, self.smajor)
+        argv = [psql, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", conninfo_dbname(target), "-f"]
+        env = self.conn.env(self._restore_env())
+        decomp = proc = None
+        try:
+            if entry["compression"] == "none":
+                argv.append(entry["path"])
+                proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            else:
+                name = "pigz" if entry["compression"] == "gzip" and shutil.which("pigz") else entry["compression"]
+                tool = shutil.which(name)
+                if not tool:
+                    raise PgError(f"{entry['compression']} is needed to restore {entry['name']}")
+                dargv = [tool, "-d", "-c", entry["path"]]
+                decomp = subprocess.Popen(dargv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                derr = StderrCollector(decomp.stderr)
+                argv.append("-")
+                proc = subprocess.Popen(
+                    argv, stdin=decomp.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+                )
+                decomp.stdout.close()
+            errors = StderrCollector(proc.stderr)
+            rc = proc.wait()
+            errors.join(10)
+            if rc != 0:
+                raise self._restore_error("psql", argv, rc, errors.text())
+            if decomp is not None:
+                drc = decomp.wait()
+                derr.join(10)
+                if drc != 0:
+                    raise PgError(
+                        f"{os.path.basename(dargv[0])} failed reading {entry['path']}: {excerpt(derr.text(), 2)}",
+                        cmd=dargv,
+                        rc=drc,
+                        stderr=excerpt(derr.text()),
+                    )
+        except BaseException:
+            _kill_all([decomp, proc])
+            raise
+
+    def _restore_error(self, tool, argv, rc, stderr):
+        stderr = self.conn.redact(stderr)
+        lines = [line for line in stderr.splitlines() if "ERROR" in line or "error" in line or "FATAL" in line]
+        first = lines[0] if lines else (excerpt(stderr, 1) or f"rc {rc}")
+        return PgError(
+            f"{tool} failed: {first.strip()}.",
+            cmd=argv,
+            rc=rc,
+            stderr=excerpt(stderr),
+        )
+
+    def _check(self, entry, target):
+        """Tables present, row counts equal to the manifest's. Returns (tables, rows)."""
+        tables = (entry.get("manifest") or {}).get("tables")
+        if not tables:
+            rows = self.psql.query_json(
+                "SELECT json_build_object('n', count(*)) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg\\_toast%';",
+                target,
+                what="listing the restored tables",
+            )
+            self.verified.append("restore finished without SQL errors (no manifest: row counts not compared)")
+            return rows[0]["n"], None
+        present_sql = "\nUNION ALL\n".join(
+            f"SELECT json_build_object('i', {i}, 'present', "
+            f"to_regclass({quote_literal(quote_ident(t['schema']) + '.' + quote_ident(t['name']))}) IS NOT NULL)"
+            for i, t in enumerate(tables)
+        )
+        present = {
+            r["i"]: r["present"] for r in self.psql.query_json(present_sql + ";", target, what="checking tables")
+        }
+        missing = ["{}.{}".format(t["schema"], t["name"]) for i, t in enumerate(tables) if not present.get(i)]
+        if missing:
+            raise PgError(
+                f"the restored database lacks {len(missing)} table(s) of the manifest: {', '.join(missing[:20])}",
+                missing_tables=missing,
+            )
+        count_sql = "\nUNION ALL\n".join(
+            f"SELECT json_build_object('i', {i}, 'rows', count(*)) "  # noqa: S608 - identifiers are quoted
+            f"FROM {quote_ident(t['schema'])}.{quote_ident(t['name'])}"
+            for i, t in enumerate(tables)
+        )
+        counts = {r["i"]: r["rows"] for r in self.psql.query_json(count_sql + ";", target, what="counting rows")}
+        wrong = []
+        for i, table in enumerate(tables):
+            if counts.get(i) != table["rows"]:
+                wrong.append(
+                    f"{table['schema']}.{table['name']} has {counts.get(i)} rows, the manifest says {table['rows']}"
+                )
+        if wrong:
+            raise PgError("row counts differ from the manifest: " + "; ".join(wrong[:20]), row_mismatches=wrong)
+        total = sum(t["rows"] for t in tables)
+        self.verified.append(f"{len(tables)} tables present with the manifest's row counts ({total} rows)")
+        return len(tables), total
+
+    def _check_and_analyze(self, entry, target):
+        """The row-count check, with ANALYZE (vacuumdb -j) running beside it. Returns (tables, rows)."""
+        proc = None
+        argv = None
+        if self.p.get("analyze", True):
+            try:
+                vacuumdb = find_tool("vacuumdb", self.conn.bindir, self.smajor)
+            except PgError:
+                vacuumdb = None
+            if vacuumdb:
+                argv = [vacuumdb, "--analyze-only", "--quiet", "--no-password", "-j", str(self.jobs)]
+                argv += ["-d", conninfo_dbname(target)]
+                proc = subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.conn.env()
+                )
+        try:
+            checked = self._check(entry, target)
+        except BaseException:
+            _kill_all([proc])
+            raise
+        if proc is not None:
+            _out, err = proc.communicate()
+            if proc.returncode != 0:
+                raise PgError(f"ANALYZE of {target} failed", cmd=argv, rc=proc.returncode, stderr=excerpt(err))
+            self.verified.append("ANALYZE ran: the planner has statistics from the start")
+        elif self.p.get("analyze", True):
+            self.psql.run_sql("ANALYZE;", target, what="ANALYZE")
+        return checked
+
+    def _swap(self, live, previous, new):
+        terminate = (
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608 - literals are quoted
+            f"WHERE datname IN ({quote_literal(live)}, {quote_literal(new)}) AND pid <> pg_backend_pid();\n"
+        )
+        if previous is None:
+            renames = f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(live)};\n"
+        else:
+            renames = (
+                f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(previous)};\n"
+                f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(live)};\n"
+            )
+        sql = terminate + "BEGIN;\n" + renames + "COMMIT;\n"
+        last = None
+        for attempt in range(1, SWAP_ATTEMPTS + 1):
+            try:
+                self.psql.run_sql(sql, self.conn.maintenance_db, what="swapping the databases")
+                return attempt
+            except PgError as err:
+                last = err
+                if "being accessed by other users" not in (err.stderr or "") + err.msg:
+                    raise
+                time.sleep(0.5 * attempt)
+        raise PgError(
+            f"could not swap {new} in: clients kept reconnecting to {live} ({last.msg if last else ''}). "
+            "Stop the applications and retry."
+        )
+
+    # -- run -------------------------------------------------------------------
+    def _refuse(self, entry, previous_name):
+        if self.mode == "replace":
+            what = (
+                f"replace database {self.database} with backup {entry['name']} "
+                f"(the current database would be kept as {previous_name})"
+            )
+        else:
+            what = f"restore backup {entry['name']} into the new database {self.database}"
+        return PgError(
+            f"Refusing to {what} without confirmation. Nothing was changed. To go ahead, set confirm: true "
+            "(module option), or -e confirm=true for the playbooks.",
+            backup=entry["path"],
+        )
+
+    def _plan(self, entry, ts):
+        """Names and properties: (target, previous or None, props)."""
+        if self.mode == "replace":
+            live_props = database_properties(self.psql, self.database)
+            target = self._free_name("__restore_" + ts)
+            previous = self._free_name("__pre_restore_" + ts) if live_props else None
+        else:
+            if self._exists(self.database):
+                raise PgError(
+                    f"database {self.database} already exists: mode into restores only into a new database. "
+                    "Drop it first, or use mode replace to swap the backup in."
+                )
+            live_props = None
+            target = self.database
+            previous = None
+        manifest_props = (entry.get("manifest") or {}).get("database_properties")
+        return target, previous, live_props or manifest_props or {}
+
+    def run(self):
+        if self.mode not in MODES:
+            raise PgError("mode must be replace or into")
+        started = time.monotonic()
+        ts = stamp(catalog.utcnow())
+        entry = self.resolve()
+        if not self.p.get("confirm") and not self.check_mode:
+            raise self._refuse(entry, derived_name(self.database, "__pre_restore_" + ts))
+        self._check_source(entry)
+        self._preflight(entry)
+        timings = {}
+        mark = time.monotonic()
+        self.verify(entry)
+        timings["verify"] = round(time.monotonic() - mark, 3)
+        target, previous, props = self._plan(entry, ts)
+        result = {
+            "changed": True,
+            "database": self.database,
+            "mode": self.mode,
+            "backup": catalog.public_entry(entry),
+            "backup_path": entry["path"],
+            "restored_database": self.database,
+            "previous_database": previous,
+            "staging_database": target if self.mode == "replace" else None,
+            "verified": self.verified,
+            "warnings": self.warnings,
+        }
+        if self.check_mode:
+            result["msg"] = f"check mode: would restore {entry['name']} into {self.database}"
+            return result
+        tables, rows, attempts = self._restore_checked(entry, target, previous, props, timings)
+        kept = f" (previous database kept as {previous})" if previous else ""
+        result.update(
+            tables=tables,
+            rows=rows,
+            duration=round(time.monotonic() - started, 3),
+            timings=timings,
+            swap_attempts=attempts,
+            msg=f"restored {entry['name']} into {self.database}{kept}",
+        )
+        return result
+
+    def _restore_checked(self, entry, target, previous, props, timings):
+        """Create, load, check, ANALYZE, carry properties, swap. Drops target on any failure before the swap."""
+        created = False
+        try:
+            self.psql.run_sql(
+                create_database_sql(target, props), self.conn.maintenance_db, what=f"creating database {target}"
+            )
+            created = True
+            mark = time.monotonic()
+            self._load(entry, target)
+            timings["load"] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+            tables, rows = self._check_and_analyze(entry, target)
+            extra = properties_sql(target, props, include_owner=True)
+            if extra:
+                self.psql.run_sql(extra, self.conn.maintenance_db, what="carrying the database's settings over")
+            timings["check_analyze_settings"] = round(time.monotonic() - mark, 3)
+            mark = time.monotonic()
+            attempts = self._swap(self.database, previous, target) if self.mode == "replace" else None
+            timings["swap"] = round(time.monotonic() - mark, 3)
+        except BaseException as err:
+            if created:
+                self._drop(target)
+            if isinstance(err, PgError) and "was dropped" not in err.msg:
+                err.msg += f" The incomplete database {target} was dropped"
+                err.msg += f"; the live database {self.database} was not touched." if self.mode == "replace" else "."
+            raise
+        return tables, rows, attempts
+
+
+def _kill_all(procs):
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def restore(params, check_mode=False, log=None):
+    """Run one restore with module-style params; returns the result dict, raises PgError/CatalogError."""
+    conn = Connection.from_params(params)
+    try:
+        return RestoreEngine(conn, params, check_mode=check_mode, log=log).run()
+    except OSError as err:
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        raise PgError(f"{err.strerror or err}{where}") from err

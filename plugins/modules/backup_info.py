@@ -1,0 +1,223 @@
+#!/usr/bin/python
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+module: backup_info
+short_description: List the database backups in a directory, check them, and alert when they are stale
+version_added: "0.1.0"
+description:
+  - Lists the backups in O(backup_dir) - those made by M(tokotani.dr.postgresql_backup) (with a manifest), and
+    legacy C(backup_*.sql.gz) files from the team's earlier scripts (no manifest) - newest first, with their
+    validity.
+  - A backup with a manifest is valid when the manifest is well-formed and the data is there with the recorded
+    size (and file list, for a directory backup); with O(verify=true) its sha256 is also recomputed.
+    A legacy file is valid when it is a gzip file; with O(verify=true) its whole gzip stream is checked.
+  - Reports the newest valid backup, the newest one before a given time (to restore from before a breach),
+    and the age of the newest one. With O(max_age), fails when there is no valid backup that recent, so that
+    monitoring notices when the nightly backup silently stopped.
+  - Never changes anything; C(.partial) leftovers are reported, not removed.
+author:
+  - TokoTani DevOps Team (@tokotani)
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; behaves the same in check mode.
+  diff_mode:
+    support: none
+    description: There is nothing to compare; the result describes what was done.
+options:
+  backup_dir:
+    description:
+      - Directory holding the backups.
+    type: path
+    required: true
+  database:
+    description:
+      - Only list backups of this database (legacy files, which carry no database name, are always listed
+        unless O(include_legacy=false)).
+    type: str
+  include_legacy:
+    description:
+      - List legacy C(backup_*.sql.gz) files without a manifest.
+    type: bool
+    default: true
+  verify:
+    description:
+      - Recompute every backup's sha256 (or read every legacy file's whole gzip stream). Reads all the data.
+    type: bool
+    default: false
+  before:
+    description:
+      - Also report in RV(newest_before) the newest valid backup that started strictly before this time.
+        ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name, or epoch seconds.
+    type: str
+  max_age:
+    description:
+      - Fail when the newest valid backup is older than this, or when there is none. Seconds, or a duration
+        such as V(26h), V(90m), V(2d).
+    type: str
+  include_manifest:
+    description:
+      - Return every backup's full manifest (row counts and file lists included) in RV(backups).
+    type: bool
+    default: false
+notes:
+  - A backup's time is its start, from the manifest (legacy files - from the name, in UTC, else the file's
+    modification time).
+seealso:
+  - module: tokotani.dr.postgresql_backup
+  - module: tokotani.dr.postgresql_restore
+"""
+
+EXAMPLES = r"""
+- name: Alert when the nightly backup stopped (no valid backup younger than 26 hours)
+  tokotani.dr.backup_info:
+    backup_dir: /srv/tokotani/backups
+    database: tokotani
+    max_age: 26h
+
+- name: Find the newest backup from before the breach, re-verifying checksums
+  tokotani.dr.backup_info:
+    backup_dir: /srv/tokotani/backups
+    database: tokotani
+    before: "2026-01-05T08:30:00+07:00"
+    verify: true
+  register: info
+
+- name: Restore it
+  tokotani.dr.postgresql_restore:
+    database: tokotani
+    backup: "{{ info.newest_before.path }}"
+    confirm: true
+"""
+
+RETURN = r"""
+backups:
+  description: Every backup, newest first.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The backup's name.
+      type: str
+      sample: backup_2026-01-05_02-00-00
+    kind:
+      description: V(managed) (with a manifest) or V(legacy) (a C(.sql.gz) without one).
+      type: str
+      sample: managed
+    path:
+      description: The data (file or directory).
+      type: str
+    manifest_path:
+      description: The manifest (null for legacy files).
+      type: str
+    database:
+      description: The database backed up (null for legacy files).
+      type: str
+    format:
+      description: directory, plain or custom.
+      type: str
+    compression:
+      description: zstd, gzip or none.
+      type: str
+    size:
+      description: Bytes.
+      type: int
+    sha256:
+      description: From the manifest.
+      type: str
+    label:
+      description: From the manifest.
+      type: str
+    started_at:
+      description: Start time, ISO 8601 UTC.
+      type: str
+    finished_at:
+      description: End time, ISO 8601 UTC.
+      type: str
+    timestamp:
+      description: Start time, epoch seconds.
+      type: float
+    age_seconds:
+      description: Seconds since the start.
+      type: int
+    valid:
+      description: Whether the backup can be restored, as far as checked.
+      type: bool
+    verified:
+      description: Whether its content was re-read (sha256 or the whole gzip stream) by this run.
+      type: bool
+    problems:
+      description: What makes it invalid.
+      type: list
+      elements: str
+    tables:
+      description: Number of tables in the manifest.
+      type: int
+    manifest:
+      description: The full manifest, with O(include_manifest=true).
+      type: dict
+count:
+  description: Number of backups listed.
+  returned: always
+  type: int
+  sample: 14
+valid_count:
+  description: Number of valid backups listed.
+  returned: always
+  type: int
+  sample: 14
+newest:
+  description: The newest valid backup (an element of RV(backups)), or null.
+  returned: always
+  type: dict
+newest_before:
+  description: The newest valid backup started before O(before), or null.
+  returned: when O(before) is set
+  type: dict
+newest_age_seconds:
+  description: Age of the newest valid backup in seconds, or null when there is none.
+  returned: always
+  type: int
+  sample: 3600
+stale:
+  description: Whether the newest valid backup is older than O(max_age) (or missing). False without O(max_age).
+  returned: always
+  type: bool
+partials:
+  description: C(.partial) leftovers (a backup in progress, or of an interrupted run).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError, collect_info
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "backup_dir": {"type": "path", "required": True},
+            "database": {"type": "str"},
+            "include_legacy": {"type": "bool", "default": True},
+            "verify": {"type": "bool", "default": False},
+            "before": {"type": "str"},
+            "max_age": {"type": "str"},
+            "include_manifest": {"type": "bool", "default": False},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        result, failure = collect_info(module.params)
+    except CatalogError as err:
+        module.fail_json(changed=False, **err.to_dict())
+    if failure:
+        module.fail_json(msg=failure, changed=False, **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""Unit tests of the PostgreSQL engines: argv building, versions, SQL generation, psql parsing (run is mocked)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / ".collections"))
+
+from ansible_collections.tokotani.dr.plugins.module_utils import pg_backup, pg_cli, pg_restore  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import Connection, PgError  # noqa: E402
+
+
+def engine(**params):
+    base = {"database": "shop", "backup_dir": "/srv/backups", "jobs": 2, "keep_days": 14, "keep_min": 3}
+    base.update(params)
+    eng = pg_backup.BackupEngine(Connection(host="db", port=5432, user="postgres", password="s3cret"), base)
+    eng._validate()
+    eng.pg_dump = "/usr/lib/postgresql/15/bin/pg_dump"
+    eng.compressor = "/usr/bin/" + ("zstd" if eng.compression == "zstd" else "gzip")
+    return eng
+
+
+def test_default_is_directory_zstd_with_parallel_uncompressed_pg_dump():
+    eng = engine()
+    assert (eng.format, eng.compression, eng.ext) == ("directory", "zstd", "dir")
+    argv = eng._dump_argv("00000003-0000001B-1", "/srv/backups/x.dir.partial")
+    assert argv == [
+        "/usr/lib/postgresql/15/bin/pg_dump",
+        "--no-password",
+        "--snapshot=00000003-0000001B-1",
+        "-Fd",
+        "-j",
+        "2",
+        "-f",
+        "/srv/backups/x.dir.partial",
+        "-Z",
+        "0",
+        "-d",
+        "dbname='shop'",
+    ]
+
+
+def test_plain_gzip_pipes_to_gzip_level_6():
+    eng = engine(format="plain")
+    assert eng.compression == "gzip" and eng.ext == "sql.gz"
+    argv = eng._dump_argv("snap", "/t")
+    assert "-Fp" in argv and "-f" not in argv
+    assert eng._compressor_argv() == ["/usr/bin/gzip", "-c", "-6"]
+    eng.level = 1
+    assert eng._compressor_argv() == ["/usr/bin/gzip", "-c", "-1"]
+
+
+def test_plain_zstd_uses_the_text_profile_with_threads():
+    eng = engine(format="plain", compression="zstd", jobs=4)
+    assert eng._compressor_argv() == ["/usr/bin/zstd", "-q", "-c", "-T4", "-3", "--zstd=mml=7"]
+
+
+def test_custom_and_directory_gzip_use_pg_dumps_own_compression():
+    argv = engine(format="custom")._dump_argv("s", "/t.dump")
+    assert argv[argv.index("-Fc") :] == ["-Fc", "-f", "/t.dump", "-Z", "6", "-d", "dbname='shop'"]
+    argv = engine(format="directory", compression="gzip", compression_level=1, jobs=3)._dump_argv("s", "/t.dir")
+    assert argv[argv.index("-j") : argv.index("-j") + 2] == ["-j", "3"] and argv[argv.index("-Z") + 1] == "1"
+    argv = engine(format="plain", compression="none")._dump_argv("s", "/t.sql")
+    assert argv[-4:] == ["-f", "/t.sql", "-d", "dbname='shop'"]
+
+
+def test_password_never_in_argv_but_in_env():
+    eng = engine()
+    argv = eng._dump_argv("s", "/t")
+    assert not any("s3cret" in part for part in argv)
+    env = eng.conn.env()
+    assert env["PGPASSWORD"] == "s3cret" and env["PGHOST"] == "db" and env["PGPORT"] == "5432"
+    assert env["PGAPPNAME"] == "tokotani.dr"
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"format": "custom", "compression": "zstd"}, "cannot be compressed with zstd"),
+        ({"format": "tar"}, "format must be one of"),
+        ({"compression_level": 42}, "between 0 and 19"),
+        ({"format": "plain", "compression_level": 10}, "between 0 and 9"),
+        ({"keep_min": 0}, "keep_min must be at least 1"),
+    ],
+)
+def test_invalid_options(params, message):
+    with pytest.raises(PgError, match=message):
+        engine(**params)
+
+
+def test_database_names_are_safe_in_conninfo_and_sql():
+    assert pg_cli.conninfo_dbname("shop") == "dbname='shop'"
+    assert pg_cli.conninfo_dbname("a'b\\c d=e") == "dbname='a\\'b\\\\c d=e'"
+    assert pg_cli.quote_ident('we"ird') == '"we""ird"'
+    assert pg_cli.quote_literal("it's") == "'it''s'"
+
+
+def test_count_sql_quotes_identifiers():
+    sql = pg_backup.count_sql([{"schema": "toko_δ", "name": 'pel"anggan'}])
+    assert 'FROM "toko_δ"."pel""anggan"' in sql and "'pel\"anggan'::text" in sql
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [
+        ("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)", (15, 18)),
+        ("pg_restore (PostgreSQL) 16.2", (16, 2)),
+        ("psql (PostgreSQL) 17devel", (17, 0)),
+        ("nonsense", None),
+    ],
+)
+def test_parse_tool_version(text, version):
+    assert pg_cli.parse_tool_version(text) == version
+
+
+def test_older_pg_dump_names_the_package_to_install():
+    with pytest.raises(PgError) as err:
+        pg_cli.check_tool_not_older("pg_dump", "/usr/bin/pg_dump", (15, 4), 160002, "16.2")
+    assert "apt-get install postgresql-client-16" in err.value.msg
+    assert "/usr/lib/postgresql/16/bin" in err.value.msg
+    pg_cli.check_tool_not_older("pg_dump", "/usr/bin/pg_dump", (16, 0), 150018, "15.18")
+
+
+def test_find_tool_in_bindir(tmp_path):
+    tool = tmp_path / "pg_dump"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    assert pg_cli.find_tool("pg_dump", str(tmp_path)) == str(tool)
+    with pytest.raises(PgError, match="pg_restore not found in pg_bindir"):
+        pg_cli.find_tool("pg_restore", str(tmp_path))
+
+
+def test_psql_query_json_and_error_messages(monkeypatch):
+    calls = []
+
+    def fake_run(argv, conn=None, input_text=None, timeout=None, env_extra=None):
+        calls.append((argv, input_text))
+        if "fail" in input_text:
+            return (
+                2,
+                "",
+                'psql: error: connection to server at "db" (10.0.0.1), port 5432 failed: FATAL:  '
+                'password authentication failed for user "postgres" s3cret',
+            )
+        return 0, '{"a": 1}\n\n{"a": 2}\n', ""
+
+    monkeypatch.setattr(pg_cli, "run", fake_run)
+    psql = pg_cli.Psql(Connection(host="db", port=5432, user="postgres", password="s3cret"), path="/bin/psql")
+    assert psql.query_json("SELECT 1", "shop", variables={"dbname": "x"}) == [{"a": 1}, {"a": 2}]
+    argv = calls[0][0]
+    assert argv[:9] == ["/bin/psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", "dbname='shop'"]
+    assert argv[9:11] == ["-v", "dbname=x"]
+    with pytest.raises(PgError) as err:
+        psql.query_json("fail", "shop")
+    assert err.value.msg.startswith("authentication failed for db port 5432 as postgres")
+    assert "s3cret" not in err.value.stderr
+
+
+def test_properties_sql_carries_owner_acl_settings_comment_limit():
+    props = {
+        "owner": "app",
+        "connection_limit": 50,
+        "comment": "Toko's db",
+        "acl_is_default": False,
+        "acl": [
+            {"grantee": "app", "privilege": "CONNECT", "grantable": False},
+            {"grantee": "reader", "privilege": "CONNECT", "grantable": True},
+        ],
+        "settings": [
+            {"role": None, "config": ['search_path="$user", public', "statement_timeout=5min"]},
+            {"role": "reader", "config": ["work_mem=8MB"]},
+        ],
+    }
+    sql = pg_cli.properties_sql("shop__restore", props)
+    assert 'ALTER DATABASE "shop__restore" OWNER TO "app";' in sql
+    assert 'ALTER DATABASE "shop__restore" CONNECTION LIMIT 50;' in sql
+    assert "COMMENT ON DATABASE \"shop__restore\" IS 'Toko''s db';" in sql
+    assert 'REVOKE ALL ON DATABASE "shop__restore" FROM PUBLIC;' in sql
+    assert 'GRANT CONNECT ON DATABASE "shop__restore" TO "reader" WITH GRANT OPTION;' in sql
+    assert 'ALTER DATABASE "shop__restore" SET search_path TO "$user", public;' in sql
+    assert "ALTER DATABASE \"shop__restore\" SET statement_timeout TO '5min';" in sql
+    assert 'ALTER ROLE "reader" IN DATABASE "shop__restore" SET work_mem TO \'8MB\';' in sql
+    assert pg_cli.properties_sql("x", {"owner": None, "connection_limit": -1, "acl_is_default": True}) == ""
+
+
+def test_create_database_sql():
+    sql = pg_cli.create_database_sql(
+        "shop__restore", {"owner": "app", "encoding": "UTF8", "collate": "C.UTF-8", "ctype": "C.UTF-8"}
+    )
+    assert sql == (
+        'CREATE DATABASE "shop__restore" TEMPLATE template0 OWNER "app" ENCODING \'UTF8\' '
+        "LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8';"
+    )
+    icu = pg_cli.create_database_sql("x", {"locale_provider": "i", "icu_locale": "id-ID"})
+    assert "LOCALE_PROVIDER icu ICU_LOCALE 'id-ID'" in icu
+
+
+def test_restore_names_fit_postgres_limits():
+    long_name = "a" * 60
+    name = pg_restore.derived_name(long_name, "__pre_restore_20260105_020000")
+    assert len(name.encode()) <= 63 and name.endswith("__pre_restore_20260105_020000")
+    assert pg_restore.derived_name("shop", "__restore_20260105_020000") == "shop__restore_20260105_020000"
+    multibyte = pg_restore.derived_name("δ" * 40, "__restore_20260105_020000")
+    assert len(multibyte.encode()) <= 63
+    multibyte.encode().decode()
