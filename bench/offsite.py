@@ -1,0 +1,399 @@
+"""Offsite transfer benchmark: tokotani.dr's backup_offsite engine beside `aws s3 cp`, same file, same endpoint.
+
+    .venv/bin/python bench/offsite.py --size-mb 200            # a random file (incompressible, like zstd output)
+    .venv/bin/python bench/offsite.py --file /srv/backups/backup_2026-01-05_02-00-00.dir
+    .venv/bin/python bench/offsite.py --file big.sql.gz --endpoint http://127.0.0.1:5000 --bucket bench
+
+Without --endpoint a moto server (a real S3 API over HTTP) is started on a random loopback port.
+A backup made by postgresql_backup (its manifest beside it) is pushed as it is; any other file
+(or directory) is wrapped into a backup with a manifest first (not timed).
+
+Each run times, in fresh processes (Python start and boto3 import included on both sides):
+
+  push  ours     s3_offsite.push: multipart upload with sha256 metadata and CRC32 part checksums,
+                 the local sha256 recomputed alongside, manifest uploaded last
+        aws      aws s3 cp <file> s3://...   (aws s3 cp --recursive for a directory backup)
+  pull  ours     s3_offsite.pull: ranged parallel download to .partial, sha256 verified, renamed
+        aws      aws s3 cp s3://... <file>
+
+and prints MB/s (10^6 bytes), wall seconds and peak RSS of each, the best of --runs, and the
+ratio ours/aws. Results go to bench/results/offsite-<UTC time>.json (or --json). bench/run.py
+can call run_offsite_bench() with the backup it made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = ROOT / ".venv" / "bin"
+RESULTS = ROOT / "bench" / "results"
+LOOPBACK = "127.0.0.1"
+ACCESS_KEY = "bench"
+SECRET_KEY = "bench-secret"  # noqa: S105 - a throwaway moto server's credentials
+REGION = "us-east-1"
+
+
+def log(msg: str) -> None:
+    print(f"[offsite {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# --------------------------------------------------------------------------- endpoint
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_server(workdir: Path):
+    """A moto server on a random loopback port; yields its URL."""
+    port = free_port()
+    logfile = (workdir / "moto.log").open("wb")
+    proc = subprocess.Popen(
+        [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)], stdout=logfile, stderr=subprocess.STDOUT
+    )
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2):  # noqa: S310 - loopback
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start; see {workdir / 'moto.log'}") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        logfile.close()
+
+
+def s3_client(endpoint: str):
+    import boto3  # noqa: PLC0415 - only the parent needs it
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    )
+
+
+# --------------------------------------------------------------------------- the backup to move
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def random_file(path: Path, size: int) -> None:
+    with path.open("wb") as handle:
+        left = size
+        block = os.urandom(1 << 20)
+        while left > 0:
+            # new random bytes every MiB: nothing compresses or deduplicates
+            block = hashlib.sha512(block).digest() + os.urandom((1 << 20) - 64)
+            handle.write(block[: min(left, len(block))])
+            left -= min(left, len(block))
+
+
+def as_backup(source: Path, workdir: Path) -> tuple[Path, str]:
+    """(backup_dir, name) of a backup to push: source itself when it has a manifest, else a wrapped copy."""
+    name = source.name
+    stem = name.split(".", 1)[0]
+    if name.startswith("backup_") and (source.parent / f"{stem}.manifest.json").exists():
+        return source.parent, stem
+    backup_dir = workdir / "wrapped"
+    backup_dir.mkdir(mode=0o700)
+    stem = datetime.datetime.now(datetime.UTC).strftime("backup_%Y-%m-%d_%H-%M-%S")
+    is_dir = source.is_dir()
+    data = backup_dir / f"{stem}.{'dir' if is_dir else 'sql.gz'}"
+    if is_dir:
+        shutil.copytree(source, data)
+        files = {}
+        for path in sorted(p for p in data.rglob("*") if p.is_file()):
+            rel = str(path.relative_to(data))
+            files[rel] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+        listing = hashlib.sha256()
+        for rel in sorted(files):
+            listing.update(f"{files[rel]['sha256']}  {files[rel]['size']}  {rel}\n".encode())
+        size, digest = sum(f["size"] for f in files.values()), listing.hexdigest()
+    else:
+        try:
+            os.link(source, data)
+        except OSError:
+            shutil.copyfile(source, data)
+        files, size, digest = None, data.stat().st_size, sha256_file(data)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    manifest = {
+        "manifest_version": 1,
+        "name": stem,
+        "data": data.name,
+        "database": "bench",
+        "format": "directory" if is_dir else "plain",
+        "compression": "zstd" if is_dir else "gzip",
+        "size": size,
+        "sha256": digest,
+        "started_at": now,
+        "finished_at": now,
+        "tables": [],
+    }
+    if files is not None:
+        manifest["files"] = files
+    (backup_dir / f"{stem}.manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return backup_dir, stem
+
+
+# --------------------------------------------------------------------------- timed processes
+
+
+def timed(argv: list[str], env: dict | None = None) -> dict:
+    """Run argv; wall seconds and peak RSS (MB) of that one process (wait4), its output and exit status."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return {
+            "seconds": round(wall, 3),
+            "rc": proc.returncode,
+            "stdout": out.read().decode(errors="replace")[-20000:],
+            "stderr": err.read().decode(errors="replace")[-2000:],
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        }
+
+
+def worker_argv(mode: str, opts: dict) -> list[str]:
+    return [str(VENV_BIN / "python"), str(Path(__file__).resolve()), "--worker", mode, "--opts", json.dumps(opts)]
+
+
+def worker(mode: str, opts: dict) -> None:
+    """Child process: one push or pull through the engine; prints the result and the peak RSS."""
+    sys.path.insert(0, str(ROOT / ".collections"))
+    from ansible_collections.tokotani.dr.plugins.module_utils import s3_offsite  # noqa: PLC0415
+
+    result = s3_offsite.run(opts, mode)
+    result.pop("manifest", None)
+    print(json.dumps(result, default=str))
+
+
+def aws_env(endpoint: str) -> dict:
+    env = dict(os.environ)
+    env.update(
+        AWS_ACCESS_KEY_ID=env.get("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        AWS_DEFAULT_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    )
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+def run_offsite_bench(
+    source: Path,
+    *,
+    endpoint: str | None = None,
+    bucket: str | None = None,
+    runs: int = 1,
+    concurrency: int = 8,
+    chunk_mb: int = 16,
+    workdir: Path | None = None,
+) -> dict:
+    """Push and pull source with the engine and with `aws s3 cp`; returns the results (also for bench/run.py)."""
+    own_tmp = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="tokotani-offsite-bench-")) if own_tmp else workdir
+    try:
+        with contextlib.ExitStack() as stack:
+            if endpoint is None:
+                endpoint = stack.enter_context(moto_server(workdir))
+                log(f"moto server at {endpoint}")
+            bucket = bucket or "tokotani-bench"
+            client = s3_client(endpoint)
+            with contextlib.suppress(Exception):
+                client.create_bucket(Bucket=bucket)
+            return _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client)
+    finally:
+        if own_tmp:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client):  # noqa: PLR0917
+    backup_dir, name = as_backup(source, workdir)
+    manifest = json.loads((backup_dir / f"{name}.manifest.json").read_text())
+    data = backup_dir / manifest["data"]
+    size = manifest["size"]
+    is_dir = manifest["format"] == "directory"
+    log(f"{data} ({size / 1e6:.1f} MB, {'directory' if is_dir else 'file'}), {runs} run(s)")
+    opts = {
+        "bucket": bucket,
+        "endpoint_url": endpoint,
+        "region": REGION,
+        "access_key": os.environ.get("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        "secret_key": os.environ.get("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+        "concurrency": concurrency,
+        "multipart_threshold": chunk_mb * 1024 * 1024,
+        "multipart_chunksize": chunk_mb * 1024 * 1024,
+    }
+    env = aws_env(endpoint)
+    aws = [str(VENV_BIN / "aws"), "--endpoint-url", endpoint, "--only-show-errors", "s3", "cp"]
+    if is_dir:
+        aws.append("--recursive")
+    rows = {"push ours": [], "push aws": [], "pull ours": [], "pull aws": []}
+    for run in range(1, runs + 1):
+        prefix = f"run{run}-{int(time.time())}"
+        # push: ours, then aws (different prefixes, same bytes)
+        push_opts = {**opts, "prefix": prefix + "/ours", "backup_dir": str(backup_dir), "backup": name, "force": True}
+        result = timed(worker_argv("push", push_opts))
+        check(result, "push ours")
+        rows["push ours"].append(result)
+        aws_key = f"s3://{bucket}/{prefix}/aws/{data.name}"
+        result = timed([*aws, str(data), aws_key], env)
+        check(result, "push aws")
+        rows["push aws"].append(result)
+        # pull: ours (verified), then aws
+        dest = workdir / f"pull-ours-{run}"
+        result = timed(
+            worker_argv("pull", {**opts, "prefix": prefix + "/ours", "backup_dir": str(dest), "backup": name})
+        )
+        check(result, "pull ours")
+        rows["pull ours"].append(result)
+        shutil.rmtree(dest, ignore_errors=True)
+        target = workdir / f"pull-aws-{run}" / data.name
+        target.parent.mkdir()
+        result = timed([*aws, aws_key, str(target)], env)
+        check(result, "pull aws")
+        rows["pull aws"].append(result)
+        shutil.rmtree(target.parent, ignore_errors=True)
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents") or []]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    summary = {}
+    for label, results in rows.items():
+        best = min(results, key=lambda r: r["seconds"])
+        summary[label] = {
+            "seconds": best["seconds"],
+            "mb_per_s": round(size / 1e6 / best["seconds"], 1),
+            "peak_rss_mb": best.get("peak_rss_mb"),
+            "all_seconds": [r["seconds"] for r in results],
+        }
+    for direction in ("push", "pull"):
+        ours, theirs = summary[f"{direction} ours"], summary[f"{direction} aws"]
+        summary[f"{direction} ratio ours/aws (MB/s)"] = round(ours["mb_per_s"] / theirs["mb_per_s"], 2)
+    return {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "endpoint": endpoint,
+        "file": str(data),
+        "bytes": size,
+        "format": manifest["format"],
+        "runs": runs,
+        "ours": {"concurrency": concurrency, "part_mb": chunk_mb, "threshold_mb": chunk_mb, "checksum": "CRC32"},
+        "aws": {"version": aws_version(), "concurrency": 10, "part_mb": 8, "threshold_mb": 8, "checksum": "CRC32"},
+        "results": summary,
+    }
+
+
+def check(result: dict, what: str) -> None:
+    if result["rc"] != 0:
+        raise RuntimeError(f"{what} failed (rc {result['rc']}): {result['stderr'] or result['stdout'][-2000:]}")
+
+
+def aws_version() -> str:
+    proc = subprocess.run([str(VENV_BIN / "aws"), "--version"], capture_output=True, text=True, check=False)
+    return (proc.stdout or proc.stderr).strip()
+
+
+def print_table(report: dict) -> None:
+    res = report["results"]
+    print()
+    print(f"offsite transfer of {report['bytes'] / 1e6:.1f} MB ({report['format']}) to {report['endpoint']}")
+    print(f"{'':12}{'MB/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
+    for label in ("push ours", "push aws", "pull ours", "pull aws"):
+        row = res[label]
+        rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
+        print(f"{label:12}{row['mb_per_s']:>10.1f}{row['seconds']:>10.2f}{rss:>14}")
+    print(
+        f"ours/aws MB/s: push {res['push ratio ours/aws (MB/s)']:.2f}x, pull {res['pull ratio ours/aws (MB/s)']:.2f}x"
+    )
+    print("(ours: sha256 recomputed beside the push, and verified after the pull before the rename)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--file", type=Path, help="a backup (file or .dir, with or without manifest) or any file")
+    what.add_argument("--size-mb", type=int, default=200, help="size of the random file when no --file (200)")
+    parser.add_argument("--endpoint", help="S3 endpoint URL (default: start a moto server)")
+    parser.add_argument("--bucket", help="bucket (created when missing; default tokotani-bench)")
+    parser.add_argument("--runs", type=int, default=1, help="runs; the best of each is reported (1)")
+    parser.add_argument("--concurrency", type=int, default=8, help="our concurrency (8)")
+    parser.add_argument("--chunk-mb", type=int, default=16, help="our multipart threshold and part size in MiB (16)")
+    parser.add_argument("--json", type=Path, help="write the results here (default bench/results/offsite-<UTC>.json)")
+    parser.add_argument("--worker", choices=["push", "pull"], help=argparse.SUPPRESS)
+    parser.add_argument("--opts", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, json.loads(args.opts))
+        return 0
+    workdir = Path(tempfile.mkdtemp(prefix="tokotani-offsite-bench-"))
+    try:
+        source = args.file
+        if source is None:
+            source = workdir / "random.bin"
+            log(f"writing {args.size_mb} MB of random data to {source}")
+            random_file(source, args.size_mb * 1000 * 1000)
+        report = run_offsite_bench(
+            source.resolve(),
+            endpoint=args.endpoint,
+            bucket=args.bucket,
+            runs=args.runs,
+            concurrency=args.concurrency,
+            chunk_mb=args.chunk_mb,
+            workdir=workdir,
+        )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print_table(report)
+    out = args.json or RESULTS / f"offsite-{datetime.datetime.now(datetime.UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

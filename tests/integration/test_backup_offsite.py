@@ -1,0 +1,463 @@
+"""tokotani.dr.backup_offsite against a real S3 API (moto server over HTTP on loopback), through ansible.
+
+The backups pushed are made by tokotani.dr.postgresql_backup from a real PostgreSQL 15, so the
+manifests are the real ones; larger files reuse such a manifest with random data of the wanted size.
+Every fault test asserts the operator-facing message AND that nothing was lost or left behind.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from backup_support import (
+    conn_args,
+    copy_backup,
+    drop_db,
+    load_shop,
+    module_argv,
+    module_env,
+    run_module,
+)
+from helpers import free_port
+from s3_support import (
+    StoppingProxy,
+    big_backup,
+    moto_servers,
+    offsite,
+    offsite_many,
+    serve_moto,
+    sha256_of,
+    tree_state,
+)
+
+DB = "off_src"
+MIB = 1024 * 1024
+NOW = datetime.datetime.now(datetime.UTC)
+LATER = (NOW + datetime.timedelta(hours=1)).isoformat()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory):
+    """The session's moto server (each test uses its own buckets)."""
+    yield from serve_moto(tmp_path_factory.mktemp("moto"))
+
+
+@pytest.fixture
+def moto_factory(tmp_path):
+    """Dedicated moto servers, for tests that kill them or turn authentication on."""
+    yield from moto_servers(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def backups(pg_cluster, tmp_path_factory):
+    """Two real backups of a tiny shop: the default directory format and the plan's .sql.gz."""
+    load_shop(pg_cluster, DB, fidelity=False)
+    src = tmp_path_factory.mktemp("off_backups")
+    made = {}
+    for fmt, extra in (("plain", {"compression": "gzip"}), ("directory", {})):
+        result = run_module(
+            "postgresql_backup", conn_args(pg_cluster, database=DB, backup_dir=str(src), format=fmt, **extra)
+        )
+        assert not result.get("failed"), result
+        made[fmt] = result["name"]
+    yield {"dir": src, "plain": made["plain"], "directory": made["directory"]}
+    drop_db(pg_cluster, DB)
+
+
+def manifest_of(directory: Path, name: str) -> dict:
+    return json.loads((directory / f"{name}.manifest.json").read_text())
+
+
+def backup_files(directory: Path) -> list[str]:
+    """Names in directory that look like backups or their leftovers (lock files left out)."""
+    if not directory.exists():
+        return []
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("backup_"))
+
+
+def failed_with(result: dict, kind: str, *words: str) -> None:
+    assert result.get("failed"), result
+    assert result.get("error") == kind, result
+    for word in words:
+        assert word in result["msg"], result["msg"]
+
+
+def test_push_list_pull_restore_round_trip(pg_cluster, moto, backups, tmp_path):
+    src = backups["dir"]
+    untouched = tree_state(src)
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="/prod/shop/")
+    s3 = moto.client()
+
+    pushed = offsite({**conn, "mode": "push", "backup_dir": str(src), "backup": "all"})
+    assert pushed["changed"] and not pushed.get("failed"), pushed
+    assert sorted(pushed["pushed"]) == sorted([backups["plain"], backups["directory"]])
+    assert pushed["prefix"] == "prod/shop"
+    keys = moto.keys(bucket)
+    plain = manifest_of(src, backups["plain"])
+    directory = manifest_of(src, backups["directory"])
+    # The layout, and the manifest's sha256 travelling in every data object's metadata.
+    assert f"prod/shop/{plain['name']}.manifest.json" in keys
+    head = s3.head_object(Bucket=bucket, Key=f"prod/shop/{plain['data']}", ChecksumMode="ENABLED")
+    assert head["Metadata"]["sha256"] == plain["sha256"]
+    assert head["ChecksumCRC32"]  # the S3 additional checksum the endpoint checked
+    for rel, info in directory["files"].items():
+        head = s3.head_object(Bucket=bucket, Key=f"prod/shop/{directory['data']}/{rel}")
+        assert head["Metadata"]["sha256"] == info["sha256"]
+    manifest_object = s3.get_object(Bucket=bucket, Key=f"prod/shop/{directory['name']}.manifest.json")
+    assert manifest_object["Body"].read() == (src / f"{directory['name']}.manifest.json").read_bytes()
+
+    again, listed = offsite_many(
+        [
+            {**conn, "mode": "push", "backup_dir": str(src), "backup": "all"},
+            {**conn, "mode": "list", "before": LATER},
+        ]
+    )
+    assert not again["changed"] and not again.get("failed"), again
+    assert sorted(again["already_offsite"]) == sorted(pushed["pushed"])
+    assert not listed["changed"] and listed["count"] == 2 and listed["valid_count"] == 2, listed
+    newest = max(pushed["pushed"])
+    assert listed["newest"]["name"] == newest and listed["newest_before"]["name"] == newest
+    assert {b["database"] for b in listed["backups"]} == {DB}
+    assert listed["incomplete"] == []
+    assert moto.keys(bucket) == keys  # list never changes anything
+
+    dest = tmp_path / "restore"
+    pulled = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "database": DB})
+    assert pulled["changed"] and pulled["status"] == "pulled" and pulled["verified"], pulled
+    assert pulled["name"] == newest
+    source_data = src / manifest_of(src, newest)["data"]
+    if source_data.is_dir():
+        assert tree_state(Path(pulled["path"])) == tree_state(source_data)
+    else:
+        assert sha256_of(Path(pulled["path"])) == sha256_of(source_data)
+    assert (dest / f"{newest}.manifest.json").read_bytes() == (src / f"{newest}.manifest.json").read_bytes()
+    assert dest.stat().st_mode & 0o777 == 0o700
+    assert Path(pulled["manifest_path"]).stat().st_mode & 0o777 == 0o600
+    info = run_module("backup_info", {"backup_dir": str(dest), "verify": True})
+    assert [(b["name"], b["valid"], b["verified"]) for b in info["backups"]] == [(newest, True, True)], info
+
+    twice = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "backup": "latest"})
+    assert not twice["changed"] and twice["status"] == "already_local", twice
+
+    by_name = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "backup": plain["data"]})
+    assert by_name["changed"] and by_name["name"] == plain["name"], by_name
+    assert sha256_of(dest / plain["data"]) == plain["sha256"]
+
+    # Restore latest offsite backup = pull, then postgresql_restore of the pulled path.
+    restored = run_module(
+        "postgresql_restore",
+        conn_args(pg_cluster, database="off_restored", backup=pulled["path"], mode="into", confirm=True),
+    )
+    try:
+        assert not restored.get("failed"), restored
+        count = pg_cluster.psql("SELECT count(*) FROM public.products;", db="off_restored").strip()
+        assert count == pg_cluster.psql("SELECT count(*) FROM public.products;", db=DB).strip()
+    finally:
+        drop_db(pg_cluster, "off_restored")
+    assert tree_state(src) == untouched
+
+
+def test_check_mode_writes_nothing_in_every_mode(moto, backups, tmp_path):
+    src = backups["dir"]
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="check")
+
+    would = offsite({**conn, "mode": "push", "backup_dir": str(src)}, check=True)
+    assert would["changed"] and would["backups"][0]["status"] == "would_push", would
+    assert moto.keys(bucket) == {}
+
+    assert offsite({**conn, "mode": "push", "backup_dir": str(src), "backup": "all"})["changed"]
+    keys = moto.keys(bucket)
+
+    dest = tmp_path / "never"
+    would_pull, would_prune, listed = offsite_many(
+        [
+            {**conn, "mode": "pull", "backup_dir": str(dest)},
+            {**conn, "mode": "prune", "keep_days": 0, "keep_min": 0},
+            {**conn, "mode": "list"},
+        ],
+        check=True,
+    )
+    assert would_pull["changed"] and would_pull["status"] == "would_pull", would_pull
+    assert not dest.exists()
+    assert would_prune["changed"] and len(would_prune["pruned"]) == 2, would_prune
+    assert not listed["changed"] and listed["count"] == 2, listed
+    assert moto.keys(bucket) == keys
+
+
+def test_prune_keeps_the_newest_keep_min_and_never_an_invalid_copy(moto, backups, tmp_path):
+    aged = tmp_path / "aged"
+    aged.mkdir(mode=0o700)
+    stems = {}
+    for days in (50, 40, 30, 20, 2, 1):
+        when = NOW - datetime.timedelta(days=days, hours=1)
+        stem = when.strftime("backup_%Y-%m-%d_%H-%M-%S")
+        copy_backup(backups["dir"], backups["plain"], aged, stem, when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        stems[days] = stem
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="retention")
+    assert offsite({**conn, "mode": "push", "backup_dir": str(aged), "backup": "all"})["changed"]
+    # The oldest copy loses its data offsite: invalid, so never pruned.
+    data = manifest_of(aged, stems[50])["data"]
+    moto.client().delete_object(Bucket=bucket, Key=f"retention/{data}")
+
+    pruned = offsite({**conn, "mode": "prune", "keep_days": 14, "keep_min": 3, "database": DB})
+    assert pruned["changed"] and not pruned.get("failed"), pruned
+    assert sorted(p["name"] for p in pruned["pruned"]) == sorted([stems[40], stems[30]])
+    kept = {k["name"]: k["reason"] for k in pruned["kept"]}
+    assert set(kept) == {stems[50], stems[20], stems[2], stems[1]}
+    assert "keep_min" in kept[stems[20]] and "never pruned" in kept[stems[50]]
+    left = moto.keys(bucket)
+    assert not [k for k in left if stems[40] in k or stems[30] in k]
+
+    listed = offsite({**conn, "mode": "list"})
+    assert [b["name"] for b in listed["backups"]] == [stems[1], stems[2], stems[20], stems[50]]
+    assert [b["valid"] for b in listed["backups"]] == [True, True, True, False]
+    assert "missing" in listed["backups"][-1]["problems"][0]
+    assert not offsite({**conn, "mode": "prune", "keep_days": 14, "keep_min": 3})["changed"]
+
+
+def test_tampered_objects_fail_the_pull_and_leave_nothing(moto, backups, tmp_path):
+    src = backups["dir"]
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="tamper")
+    assert offsite({**conn, "mode": "push", "backup_dir": str(src), "backup": "all"})["changed"]
+    s3 = moto.client()
+    plain = manifest_of(src, backups["plain"])
+    key = f"tamper/{plain['data']}"
+    original = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    dest = tmp_path / "dest"
+
+    # Overwritten with one byte flipped, keeping the metadata: caught by the sha256 after download.
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(flipped), Metadata={"sha256": plain["sha256"]})
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "backup": plain["name"]})
+    failed_with(result, "checksum_mismatch", "checksum mismatch", plain["sha256"], "nothing was kept")
+    assert backup_files(dest) == []
+
+    # Overwritten plainly (no metadata): the same.
+    s3.put_object(Bucket=bucket, Key=key, Body=bytes(flipped))
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "backup": plain["name"]})
+    failed_with(result, "checksum_mismatch", "checksum mismatch")
+    assert backup_files(dest) == []
+
+    # Metadata that contradicts the manifest: refused before downloading anything.
+    s3.put_object(Bucket=bucket, Key=key, Body=original, Metadata={"sha256": "0" * 64})
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "backup": plain["name"]})
+    failed_with(result, "checksum_mismatch", "nothing was downloaded")
+    assert backup_files(dest) == []
+
+    # One file of a directory backup, same size, different bytes.
+    directory = manifest_of(src, backups["directory"])
+    rel = max(directory["files"], key=lambda r: directory["files"][r]["size"])
+    dkey = f"tamper/{directory['data']}/{rel}"
+    body = bytearray(s3.get_object(Bucket=bucket, Key=dkey)["Body"].read())
+    body[0] ^= 0xFF
+    s3.put_object(Bucket=bucket, Key=dkey, Body=bytes(body), Metadata={"sha256": directory["files"][rel]["sha256"]})
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "backup": directory["name"]})
+    failed_with(result, "checksum_mismatch", "checksum mismatch", rel)
+    assert backup_files(dest) == []
+
+    # A local backup that no longer matches its manifest is not pushed, and nothing of it stays offsite.
+    rotten = tmp_path / "rotten"
+    rotten.mkdir(mode=0o700)
+    copy_backup(src, plain["name"], rotten, "backup_2026-01-01_00-00-00", "2026-01-01T00:00:00Z")
+    data = rotten / plain["data"].replace(plain["name"], "backup_2026-01-01_00-00-00")
+    body = bytearray(data.read_bytes())
+    body[-30] ^= 0x01
+    data.write_bytes(bytes(body))
+    before = moto.keys(bucket)
+    result = offsite({**conn, "mode": "push", "backup_dir": str(rotten)})
+    failed_with(result, "checksum_mismatch", "does not match its manifest", "not pushed")
+    assert moto.keys(bucket) == before
+
+
+def test_multipart_backup_round_trips(moto, backups, tmp_path):
+    local = tmp_path / "big"
+    local.mkdir(mode=0o700)
+    name = big_backup(backups["dir"], backups["plain"], local, 23 * MIB + 12345)
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="big", multipart_threshold="5MB", multipart_chunksize="5MB", concurrency=3)
+    pushed = offsite({**conn, "mode": "push", "backup_dir": str(local), "backup": name})
+    assert pushed["changed"] and not pushed.get("failed"), pushed
+    manifest = manifest_of(local, name)
+    head = moto.client().head_object(Bucket=bucket, Key=f"big/{manifest['data']}")
+    assert head["ETag"].strip('"').endswith("-5"), head["ETag"]  # 5 parts of 5 MiB
+    assert head["ContentLength"] == manifest["size"]
+    dest = tmp_path / "back"
+    pulled = offsite({**conn, "mode": "pull", "backup_dir": str(dest)})
+    assert pulled["verified"] and pulled["name"] == name, pulled
+    assert sha256_of(dest / manifest["data"]) == manifest["sha256"] == sha256_of(local / manifest["data"])
+
+
+def test_endpoint_stopped_midway(moto_factory, backups, tmp_path):
+    local = tmp_path / "local"
+    local.mkdir(mode=0o700)
+    name = big_backup(backups["dir"], backups["plain"], local, 40 * MIB)
+    copy_backup(backups["dir"], backups["plain"], local, "backup_2026-01-01_00-00-00", "2026-01-01T00:00:00Z")
+    untouched = tree_state(local)
+    transfer = {"multipart_threshold": "5MB", "multipart_chunksize": "5MB", "concurrency": 2, "retries": 0}
+
+    # Push: the endpoint goes away after about 12 MiB went up.
+    server = moto_factory()
+    bucket = server.bucket()
+    proxy = StoppingProxy(server.port, stop_after=12 * MIB, direction="up", on_stop=server.kill)
+    try:
+        result = offsite(
+            {**server.args(bucket, endpoint_url=proxy.url, **transfer), "mode": "push", "backup_dir": str(local)}
+        )
+    finally:
+        proxy.close()
+    assert proxy.stopped.is_set()
+    failed_with(result, "endpoint_unreachable", proxy.url)
+    assert tree_state(local) == untouched
+    assert not [n for n in backup_files(local) if n.endswith(".partial")]
+
+    # Pull: the endpoint goes away after about 10 MiB came down.
+    server = moto_factory()
+    bucket = server.bucket()
+    assert offsite({**server.args(bucket, **transfer), "mode": "push", "backup_dir": str(local), "backup": name})[
+        "changed"
+    ]
+    proxy = StoppingProxy(server.port, stop_after=10 * MIB, direction="down", on_stop=server.kill)
+    dest = tmp_path / "dest"
+    try:
+        result = offsite(
+            {**server.args(bucket, endpoint_url=proxy.url, **transfer), "mode": "pull", "backup_dir": str(dest)}
+        )
+    finally:
+        proxy.close()
+    assert proxy.stopped.is_set()
+    failed_with(result, "endpoint_unreachable")
+    assert backup_files(dest) == []
+    assert tree_state(local) == untouched
+
+
+def test_errors_name_the_problem(moto, moto_factory, backups, tmp_path):
+    src = str(backups["dir"])
+    bucket = moto.bucket()
+    cases = [
+        (
+            moto.args("tt-no-such-bucket", **{"mode": "list"}),
+            ("bucket_missing", "tt-no-such-bucket", "does not exist"),
+        ),
+        (
+            moto.args(bucket, endpoint_url=f"http://127.0.0.1:{free_port()}", retries=0, mode="list"),
+            ("endpoint_unreachable", "unreachable"),
+        ),
+        (
+            moto.args(bucket, mode="pull", backup_dir=str(tmp_path / "d1"), backup="backup_2020-01-01_00-00-00"),
+            ("object_missing", "backup_2020-01-01_00-00-00"),
+        ),
+        (
+            moto.args(bucket, mode="pull", backup_dir=str(tmp_path / "d2")),
+            ("no_backup", "no valid offsite backup"),
+        ),
+    ]
+    secured = moto_factory()
+    secured_bucket = secured.bucket()
+    iam = secured.iam()
+    iam.create_user(UserName="reader")
+    key = iam.create_access_key(UserName="reader")["AccessKey"]
+    secured.set_auth(True)
+    denied = {"mode": "push", "backup_dir": src}
+    cases += [
+        (
+            secured.args(secured_bucket, access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"], **denied),
+            ("access_denied", "AccessDenied"),
+        ),
+        (
+            secured.args(secured_bucket, access_key="AKIAUNKNOWN000000000", **denied),
+            ("access_denied", "InvalidAccessKeyId"),
+        ),
+        (
+            secured.args(secured_bucket, access_key=key["AccessKeyId"], secret_key="not-the-secret", **denied),
+            ("access_denied", "SignatureDoesNotMatch"),
+        ),
+    ]
+    results = offsite_many([args for args, _expected in cases])
+    for (_args, (kind, *words)), result in zip(cases, results, strict=True):
+        failed_with(result, kind, *words)
+    assert not list(Path(tmp_path).glob("d*/backup_*"))
+
+
+def test_encryption_and_storage_class(moto, backups):
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="sse")
+    src = str(backups["dir"])
+    kms, aes, refused = offsite_many(
+        [
+            {
+                **conn,
+                "mode": "push",
+                "backup_dir": src,
+                "backup": backups["plain"],
+                "encryption": "aws:kms",
+                "kms_key_id": "alias/tokotani-backups",
+                "storage_class": "STANDARD_IA",
+                "checksum_algorithm": "SHA256",
+            },
+            {**conn, "mode": "push", "backup_dir": src, "backup": backups["directory"], "encryption": "AES256"},
+            {**conn, "mode": "push", "backup_dir": src, "kms_key_id": "alias/x"},
+        ]
+    )
+    assert kms["changed"], kms
+    head = moto.client().head_object(Bucket=bucket, Key=kms["key"], ChecksumMode="ENABLED")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"] == "alias/tokotani-backups"
+    assert head["StorageClass"] == "STANDARD_IA" and head.get("ChecksumSHA256")
+    assert aes["changed"], aes
+    data_keys = [k for k in moto.keys(bucket) if k.startswith(aes["key"])]
+    assert data_keys and all(
+        moto.client().head_object(Bucket=bucket, Key=k)["ServerSideEncryption"] == "AES256" for k in data_keys
+    )
+    assert refused.get("failed") and "encryption" in refused["msg"], refused
+    listed = offsite({**conn, "mode": "list"})
+    assert {b["name"]: b["storage_class"] for b in listed["backups"]}[backups["plain"]] == "STANDARD_IA"
+
+
+def test_secrets_never_in_output_even_with_vvv(moto, backups, tmp_path):
+    bucket = moto.bucket()
+    token = "tok-" + moto.secret_key[::-1]
+    runs = [
+        # secret as an option
+        (moto.args(bucket, mode="push", backup_dir=str(backups["dir"]), session_token=token), {}),
+        # secret and token from the environment (amazon.aws's fallbacks), failing on a missing bucket
+        (
+            {"bucket": "tt-missing", "endpoint_url": moto.url, "mode": "list", "region": "us-east-1"},
+            {
+                "AWS_ACCESS_KEY_ID": moto.access_key,
+                "AWS_SECRET_ACCESS_KEY": moto.secret_key,
+                "AWS_SESSION_TOKEN": token,
+            },
+        ),
+    ]
+
+    def run(args, env):
+        proc = subprocess.run(
+            module_argv("backup_offsite", args, verbosity=3),
+            capture_output=True,
+            text=True,
+            env=module_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", **env}),
+            timeout=120,
+            check=False,
+        )
+        outputs.append(proc.stdout + proc.stderr)
+
+    outputs: list[str] = []
+    threads = [threading.Thread(target=run, args=pair) for pair in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outputs) == 2
+    for output in outputs:
+        assert "secret_key" in output  # the option is shown, its value masked
+        assert moto.secret_key not in output
+        assert token not in output

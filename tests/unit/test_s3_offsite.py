@@ -1,0 +1,383 @@
+"""Unit tests of the offsite engine: part sizes, key layout, catalog from listings, retention, error mapping."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+
+import pytest
+from botocore import exceptions as bexc
+from s3transfer.exceptions import RetriesExceededError
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / ".collections"))
+
+from ansible_collections.tokotani.dr.plugins.module_utils import s3_offsite as s3  # noqa: E402
+
+UTC = datetime.UTC
+NOW = datetime.datetime(2026, 1, 20, 2, 0, 0, tzinfo=UTC)
+MIB = 1024 * 1024
+SHA = "a" * 64
+
+
+# --------------------------------------------------------------------------- part sizes
+
+
+def test_one_tebibyte_stays_within_10000_parts():
+    size = 1024**4
+    chunk = s3.part_size(size)
+    assert chunk == 105 * MIB
+    assert s3.part_count(size, chunk) == 9987 <= s3.MAX_PARTS
+
+
+def test_one_terabyte_and_the_largest_object_stay_within_10000_parts():
+    for size in (10**12, 2 * 1024**4, s3.MAX_OBJECT_SIZE):
+        chunk = s3.part_size(size)
+        assert chunk % MIB == 0
+        assert s3.part_count(size, chunk) <= s3.MAX_PARTS
+        assert s3.MIN_PART_SIZE <= chunk <= s3.MAX_PART_SIZE
+
+
+def test_small_files_keep_the_requested_part_size_and_never_go_below_5_mib():
+    assert s3.part_size(200 * MIB) == s3.DEFAULT_PART_SIZE
+    assert s3.part_size(200 * MIB, 64 * MIB) == 64 * MIB
+    assert s3.part_size(10, 1) == 5 * MIB
+    assert s3.part_count(0, 5 * MIB) == 1
+    assert s3.part_count(23 * MIB + 1, 5 * MIB) == 5
+
+
+def test_larger_than_s3_allows_is_refused():
+    with pytest.raises(s3.OffsiteError) as err:
+        s3.part_size(s3.MAX_OBJECT_SIZE + 1)
+    assert err.value.kind == "invalid" and "5 TiB" in err.value.msg
+
+
+# --------------------------------------------------------------------------- key layout
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [("", ""), ("/", ""), ("prod", "prod"), ("/prod/shop/", "prod/shop"), ("a//b", "a/b")],
+)
+def test_prefix_normalisation(prefix, expected):
+    assert s3.normalize_prefix(prefix) == expected
+
+
+def manifest(name, fmt="plain", database="shop", *, started=None, files=None, size=100):
+    ext = {"plain": "sql.gz", "directory": "dir", "custom": "dump"}[fmt]
+    doc = {
+        "manifest_version": 1,
+        "name": name,
+        "data": f"{name}.{ext}",
+        "database": database,
+        "format": fmt,
+        "compression": {"plain": "gzip", "directory": "zstd", "custom": "gzip"}[fmt],
+        "size": size,
+        "sha256": SHA,
+        "started_at": started or f"{name[7:17]}T{name[18:20]}:{name[21:23]}:{name[24:26]}Z",
+        "finished_at": started or f"{name[7:17]}T{name[18:20]}:{name[21:23]}:{name[24:26]}Z",
+        "tables": [],
+    }
+    if fmt == "directory":
+        doc["files"] = files or {"toc.dat": {"size": 40, "sha256": SHA}, "3001.dat.zst": {"size": 60, "sha256": SHA}}
+    return doc
+
+
+def test_key_layout_of_file_and_directory_backups():
+    doc = manifest("backup_2026-01-05_02-00-00")
+    assert s3.key_layout("prod/shop", doc) == (
+        "prod/shop/backup_2026-01-05_02-00-00.manifest.json",
+        "prod/shop/backup_2026-01-05_02-00-00.sql.gz",
+        {},
+    )
+    doc = manifest("backup_2026-01-05_02-00-00", fmt="directory")
+    manifest_key, data_key, files = s3.key_layout("", doc)
+    assert manifest_key == "backup_2026-01-05_02-00-00.manifest.json"
+    assert data_key == "backup_2026-01-05_02-00-00.dir/"
+    assert files == {
+        "3001.dat.zst": "backup_2026-01-05_02-00-00.dir/3001.dat.zst",
+        "toc.dat": "backup_2026-01-05_02-00-00.dir/toc.dat",
+    }
+
+
+# --------------------------------------------------------------------------- listings
+
+
+def listing(prefix, docs, extra=None, drop=(), sizes=None):
+    """objects and manifest docs as S3 would list them for the given manifests."""
+    objects = {}
+    fetched = {}
+    for doc in docs:
+        manifest_key, data_key, files = s3.key_layout(prefix, doc)
+        objects[manifest_key] = {"size": 500, "last_modified": NOW.timestamp(), "storage_class": "STANDARD"}
+        fetched[manifest_key] = doc
+        if files:
+            for rel, key in files.items():
+                objects[key] = {"size": doc["files"][rel]["size"], "last_modified": 1.0, "storage_class": "STANDARD"}
+        else:
+            objects[data_key] = {"size": doc["size"], "last_modified": 1.0, "storage_class": "STANDARD_IA"}
+    for key in drop:
+        objects.pop(key)
+    for key, size in (sizes or {}).items():
+        objects[key]["size"] = size
+    objects.update(extra or {})
+    return objects, fetched
+
+
+def test_entries_from_a_listing_are_newest_first_and_checked_against_manifests():
+    docs = [
+        manifest("backup_2026-01-18_02-00-00"),
+        manifest("backup_2026-01-19_02-00-00", fmt="directory"),
+        manifest("backup_2026-01-17_02-00-00"),
+        manifest("backup_2026-01-16_02-00-00", fmt="directory"),
+    ]
+    objects, fetched = listing(
+        "p",
+        docs,
+        extra={
+            "p/backup_2026-01-19_03-00-00.sql.gz": {"size": 7, "last_modified": 5.0},  # interrupted push
+            "p/notes.txt": {"size": 1, "last_modified": 1.0},  # foreign: ignored
+            "other/backup_2026-01-19_02-00-00.sql.gz": {"size": 1, "last_modified": 1.0},
+            "p/backup_2026-01-16_02-00-00.dir/extra.dat": {"size": 1, "last_modified": 1.0},
+        },
+        drop=["p/backup_2026-01-17_02-00-00.sql.gz"],
+        sizes={"p/backup_2026-01-18_02-00-00.sql.gz": 99},
+    )
+    entries, incomplete = s3.build_entries(objects, "p", fetched)
+    by_name = {e["name"]: e for e in entries}
+    assert [e["name"] for e in entries] == [
+        "backup_2026-01-19_02-00-00",
+        "backup_2026-01-18_02-00-00",
+        "backup_2026-01-17_02-00-00",
+        "backup_2026-01-16_02-00-00",
+    ]
+    assert by_name["backup_2026-01-19_02-00-00"]["valid"]
+    assert by_name["backup_2026-01-19_02-00-00"]["objects"] == 2
+    assert "has 99 bytes, the manifest says 100" in by_name["backup_2026-01-18_02-00-00"]["problems"][0]
+    assert "missing" in by_name["backup_2026-01-17_02-00-00"]["problems"][0]
+    assert "unexpected objects" in by_name["backup_2026-01-16_02-00-00"]["problems"][0]
+    assert by_name["backup_2026-01-18_02-00-00"]["storage_class"] == "STANDARD_IA"
+    orphan = "backup_2026-01-19_03-00-00.sql.gz"
+    assert incomplete == [{"name": orphan, "keys": [f"p/{orphan}"], "size": 7, "last_modified": 5.0}]
+
+
+def test_unreadable_and_malformed_manifests_make_invalid_entries():
+    doc = manifest("backup_2026-01-18_02-00-00")
+    objects, fetched = listing("", [doc, manifest("backup_2026-01-19_02-00-00")])
+    fetched["backup_2026-01-19_02-00-00.manifest.json"] = "not JSON (Expecting value)"
+    fetched["backup_2026-01-18_02-00-00.manifest.json"] = dict(doc, sha256="nope")
+    entries, incomplete = s3.build_entries(objects, "", fetched)
+    assert [e["valid"] for e in entries] == [False, False]
+    assert "not JSON" in entries[0]["problems"][0]
+    assert "not a sha256" in entries[1]["problems"][0]
+    # data whose manifest cannot be read is not claimed by it, hence listed as incomplete
+    assert {i["name"] for i in incomplete} == {
+        "backup_2026-01-19_02-00-00.sql.gz",
+        "backup_2026-01-18_02-00-00.sql.gz",
+    }
+
+
+def test_retention_from_a_listing_keeps_newest_keep_min_per_database_and_never_invalid():
+    docs = []
+    for days in (1, 2, 10, 20, 30, 40):
+        when = NOW - datetime.timedelta(days=days)
+        docs.append(manifest(when.strftime("backup_%Y-%m-%d_%H-%M-%S")))
+    old_other = (NOW - datetime.timedelta(days=50)).strftime("backup_%Y-%m-%d_%H-%M-%S")
+    docs.append(manifest(old_other, database="crm"))
+    broken = (NOW - datetime.timedelta(days=60)).strftime("backup_%Y-%m-%d_%H-%M-%S")
+    docs.append(manifest(broken))
+    objects, fetched = listing("", docs, drop=[f"{broken}.sql.gz"])
+    entries, _incomplete = s3.build_entries(objects, "", fetched)
+
+    prune, keep = s3.retention_plan(entries, "shop", NOW, keep_days=14, keep_min=3)
+    assert [e["name"] for e, _r in prune] == [docs[3]["name"], docs[4]["name"], docs[5]["name"]]
+    kept = {e["name"]: r for e, r in keep}
+    assert "keep_min" in kept[docs[2]["name"]]  # 10 days: among the newest 3
+    assert "never pruned" in kept[broken]
+    assert old_other not in kept  # another database: not this run's business
+
+    prune, keep = s3.retention_plan(entries, None, NOW, keep_days=14, keep_min=3)
+    assert {e["name"] for e, _r in prune} == {docs[3]["name"], docs[4]["name"], docs[5]["name"]}
+    assert "keep_min" in {e["name"]: r for e, r in keep}[old_other]  # crm's only backup
+
+    prune, _keep = s3.retention_plan(entries, "shop", NOW, keep_days=0, keep_min=0)
+    assert broken not in {e["name"] for e, _r in prune} and len(prune) == 6
+
+
+def test_selecting_what_to_pull():
+    docs = [manifest(f"backup_2026-01-{day:02d}_02-00-00") for day in (10, 11, 12, 13)]
+    objects, fetched = listing("", docs, sizes={"backup_2026-01-13_02-00-00.sql.gz": 1})
+    entries, _incomplete = s3.build_entries(objects, "", fetched)
+    chosen, skipped = s3.select_entry(entries)
+    assert chosen["name"] == "backup_2026-01-12_02-00-00"
+    assert [e["name"] for e in skipped] == ["backup_2026-01-13_02-00-00"]
+    before = datetime.datetime(2026, 1, 12, 2, 0, 0, tzinfo=UTC)
+    assert s3.select_entry(entries, before=before)[0]["name"] == "backup_2026-01-11_02-00-00"
+    stem = "backup_2026-01-10_02-00-00"
+    for wanted in (stem, f"{stem}.sql.gz", f"{stem}.manifest.json", f"/x/{stem}.sql.gz"):
+        assert s3.select_entry(entries, wanted)[0]["name"] == "backup_2026-01-10_02-00-00"
+    assert s3.select_entry(entries, "backup_2020-01-01_00-00-00") == (None, [])
+    assert s3.select_entry(entries, database="crm") == (None, [])
+
+
+# --------------------------------------------------------------------------- errors and retries
+
+
+def client_error(code, status=400, message="boom", operation="GetObject"):
+    return bexc.ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+    )
+
+
+@pytest.mark.parametrize(
+    ("err", "kind", "words"),
+    [
+        (client_error("NoSuchBucket", 404), "bucket_missing", ["bucket tokotani-dr does not exist", "create it"]),
+        (client_error("AccessDenied", 403), "access_denied", ["access denied", "s3:GetObject"]),
+        (client_error("InvalidAccessKeyId", 403), "access_denied", ["access key is not known", "AWS_ACCESS_KEY_ID"]),
+        (client_error("SignatureDoesNotMatch", 403), "access_denied", ["secret key does not match"]),
+        (client_error("ExpiredToken", 400), "access_denied", ["session token"]),
+        (client_error("NoSuchKey", 404), "object_missing", ["s3://tokotani-dr/k does not exist"]),
+        (client_error("InvalidObjectState", 403), "archived", ["GLACIER"]),
+        (client_error("SlowDown", 503), "throttled", ["SlowDown", "after every retry"]),
+        (client_error("PermanentRedirect", 301), "s3", ["set region"]),
+        (client_error("Weird", 400, "odd"), "s3", ["Weird: odd"]),
+        (bexc.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "endpoint_unreachable", ["unreachable"]),
+        (bexc.ConnectTimeoutError(endpoint_url="http://10.0.0.1"), "endpoint_unreachable", ["unreachable"]),
+        (bexc.ConnectionClosedError(endpoint_url="http://x"), "endpoint_unreachable", ["dropped the connection"]),
+        (bexc.SSLError(endpoint_url="https://x", error="bad cert"), "tls", ["ca_bundle"]),
+        (bexc.NoCredentialsError(), "no_credentials", ["AWS_ACCESS_KEY_ID"]),
+        (bexc.ProfileNotFound(profile="dr"), "no_credentials", ["profile"]),
+        (OSError(28, "No space left on device"), "local", ["No space left"]),
+    ],
+)
+def test_errors_map_to_specific_messages(err, kind, words):
+    mapped = s3.describe_error(err, "tokotani-dr", "k", "http://127.0.0.1:9000", "download")
+    assert mapped.kind == kind, mapped.msg
+    for word in words:
+        assert word in mapped.msg
+    assert mapped.to_dict()["error"] == kind
+
+
+def test_wrapped_transfer_errors_are_unwrapped():
+    wrapped = RetriesExceededError(bexc.ReadTimeoutError(endpoint_url="http://x"))
+    assert s3.is_retryable(wrapped)
+    assert s3.describe_error(wrapped, "b").kind == "endpoint_unreachable"
+
+
+def test_retryable_errors():
+    assert s3.is_retryable(client_error("SlowDown", 503))
+    assert s3.is_retryable(client_error("Throttling", 400))
+    assert s3.is_retryable(client_error("InternalError", 500))
+    assert s3.is_retryable(bexc.ConnectionClosedError(endpoint_url="http://x"))
+    assert not s3.is_retryable(client_error("AccessDenied", 403))
+    assert not s3.is_retryable(client_error("NoSuchKey", 404))
+    # botocore has already retried a refused connection: report it now
+    assert not s3.is_retryable(bexc.EndpointConnectionError(endpoint_url="http://x"))
+    assert not s3.is_retryable(ValueError("x"))
+
+
+def test_retrier_backs_off_on_throttling_and_stops_on_other_errors():
+    delays = []
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise client_error("SlowDown", 503)
+        return "ok"
+
+    assert s3.Retrier(retries=3, base=1, cap=8, sleep=delays.append).call(flaky) == "ok"
+    assert len(calls) == 3 and len(delays) == 2
+    assert 0 <= delays[0] <= 1 and 0 <= delays[1] <= 2
+
+    calls.clear()
+
+    def denied():
+        calls.append(1)
+        raise client_error("AccessDenied", 403)
+
+    with pytest.raises(bexc.ClientError):
+        s3.Retrier(retries=5, sleep=delays.append).call(denied)
+    assert len(calls) == 1
+
+    calls.clear()
+    with pytest.raises(bexc.ClientError):
+        s3.Retrier(retries=2, sleep=lambda delay: None).call(lambda: calls.append(1) or flaky_forever())
+    assert len(calls) == 3
+
+
+def flaky_forever():
+    raise client_error("SlowDown", 503)
+
+
+def test_client_config_retries_timeouts_and_checksums():
+    config = s3.client_config({"retries": 4, "connect_timeout": 3, "read_timeout": 9, "concurrency": 20})
+    assert config.retries == {"mode": "standard", "total_max_attempts": 5}
+    assert (config.connect_timeout, config.read_timeout, config.max_pool_connections) == (3, 9, 22)
+    assert s3.client_config({"addressing_style": "path"}).s3 == {"addressing_style": "path"}
+    relaxed = s3.client_config({"checksum_algorithm": "none"})
+    assert relaxed.request_checksum_calculation == "when_required"
+
+
+def test_upload_arguments_carry_sha256_encryption_and_storage_class():
+    extra = s3.upload_extra(
+        {"encryption": "aws:kms", "kms_key_id": "alias/dr", "storage_class": "DEEP_ARCHIVE"}, SHA, "b", "shop"
+    )
+    assert extra == {
+        "Metadata": {"sha256": SHA, "backup": "b", "database": "shop"},
+        "ChecksumAlgorithm": "CRC32",
+        "ServerSideEncryption": "aws:kms",
+        "SSEKMSKeyId": "alias/dr",
+        "StorageClass": "DEEP_ARCHIVE",
+    }
+    assert "ChecksumAlgorithm" not in s3.upload_extra({"checksum_algorithm": "none"}, SHA, "b", "shop")
+    assert "SSEKMSKeyId" not in s3.upload_extra({"encryption": "AES256", "kms_key_id": "k"}, SHA, "b", "shop")
+    # manifests stay readable without an S3 restore
+    manifest_args = s3.manifest_extra(extra, b"{}", "b")
+    assert "StorageClass" not in manifest_args and manifest_args["ServerSideEncryption"] == "aws:kms"
+    assert manifest_args["Metadata"]["sha256"] == "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+class FakeStore:
+    """Just enough of s3_offsite.Store for prune(): a listing, manifests, and a log of deletions."""
+
+    def __init__(self, objects, docs):
+        self.objects = objects
+        self.docs = docs
+        self.deleted = []
+
+    def check_bucket(self):
+        pass
+
+    def catalog(self):
+        entries, incomplete = s3.build_entries(self.objects, "", self.docs)
+        return entries, incomplete, self.objects
+
+    def delete_keys(self, keys):
+        self.deleted.append(list(keys))
+        return len(keys)
+
+
+def test_prune_deletes_the_manifest_first_and_old_incomplete_data_only_for_all_databases():
+    docs = [manifest(f"backup_2026-01-{day:02d}_02-00-00", fmt="directory") for day in (1, 2, 18, 19)]
+    objects, fetched = listing("", docs)
+    old = (NOW - datetime.timedelta(days=20)).timestamp()
+    objects["backup_2025-12-01_02-00-00.sql.gz"] = {"size": 5, "last_modified": old}
+    objects["backup_2026-01-19_05-00-00.sql.gz"] = {"size": 5, "last_modified": NOW.timestamp()}  # in progress
+    store = FakeStore(objects, fetched)
+
+    checked = s3.prune({"keep_days": 14, "keep_min": 2}, check_mode=True, store=store, now=NOW)
+    assert checked["changed"] and store.deleted == []
+    assert [p["name"] for p in checked["pruned"]] == ["backup_2026-01-02_02-00-00", "backup_2026-01-01_02-00-00"]
+    assert checked["removed_incomplete"] == ["backup_2025-12-01_02-00-00.sql.gz"]
+
+    done = s3.prune({"keep_days": 14, "keep_min": 2, "database": "shop"}, store=store, now=NOW)
+    assert done["removed_incomplete"] == []  # data without a manifest has no database
+    assert store.deleted[0] == ["backup_2026-01-02_02-00-00.manifest.json"]
+    assert store.deleted[1] == [
+        "backup_2026-01-02_02-00-00.dir/3001.dat.zst",
+        "backup_2026-01-02_02-00-00.dir/toc.dat",
+    ]
+    assert done["deleted_objects"] == 6 and done["freed_bytes"] == 200
