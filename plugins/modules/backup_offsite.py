@@ -474,90 +474,21 @@ error:
   sample: checksum_mismatch
 """
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.formatters import human_to_bytes
 from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError
 from ansible_collections.tokotani.dr.plugins.module_utils.s3_offsite import (
     BOTO3_IMPORT_ERROR,
-    CHECKSUM_ALGORITHMS,
-    ENCRYPTIONS,
     HAS_BOTO3,
-    STORAGE_CLASSES,
     OffsiteError,
     run,
 )
-
-
-def s3_argument_spec():
-    """The connection options of the tokotani.dr.s3 doc fragment, with amazon.aws's aliases and fallbacks."""
-    return {
-        "bucket": {"type": "str", "required": True},
-        "prefix": {"type": "str", "default": ""},
-        "region": {
-            "type": "str",
-            "aliases": ["aws_region", "ec2_region"],
-            "fallback": (env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION", "EC2_REGION"]),
-        },
-        "endpoint_url": {
-            "type": "str",
-            "aliases": ["aws_endpoint_url", "ec2_url", "s3_url"],
-            "fallback": (env_fallback, ["AWS_URL", "EC2_URL", "AWS_ENDPOINT_URL"]),
-        },
-        "addressing_style": {"type": "str", "default": "auto", "choices": ["auto", "path", "virtual"]},
-        "access_key": {
-            "type": "str",
-            "no_log": False,
-            "aliases": ["aws_access_key_id", "aws_access_key", "ec2_access_key"],
-            "fallback": (env_fallback, ["AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY", "EC2_ACCESS_KEY"]),
-        },
-        "secret_key": {
-            "type": "str",
-            "no_log": True,
-            "aliases": ["aws_secret_access_key", "aws_secret_key", "ec2_secret_key"],
-            "fallback": (env_fallback, ["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY", "EC2_SECRET_KEY"]),
-        },
-        "session_token": {
-            "type": "str",
-            "no_log": True,
-            "aliases": ["aws_session_token", "security_token", "aws_security_token", "access_token"],
-            "fallback": (env_fallback, ["AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "EC2_SECURITY_TOKEN"]),
-        },
-        "profile": {
-            "type": "str",
-            "aliases": ["aws_profile"],
-            "fallback": (env_fallback, ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"]),
-        },
-        "validate_certs": {"type": "bool", "default": True},
-        "ca_bundle": {"type": "path", "aliases": ["aws_ca_bundle"], "fallback": (env_fallback, ["AWS_CA_BUNDLE"])},
-        "retries": {"type": "int", "default": 3},
-        "connect_timeout": {"type": "int", "default": 10},
-        "read_timeout": {"type": "int", "default": 120},
-    }
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import offsite_argument_spec
 
 
 def main():
-    argument_spec = s3_argument_spec()
-    argument_spec.update(
-        mode={"type": "str", "required": True, "choices": ["push", "pull", "list", "prune"]},
-        backup_dir={"type": "path"},
-        backup={"type": "str", "default": "latest"},
-        before={"type": "str", "aliases": ["latest_before"]},
-        database={"type": "str", "aliases": ["db"]},
-        keep_days={"type": "int", "default": 14},
-        keep_min={"type": "int", "default": 3},
-        force={"type": "bool", "default": False},
-        verify={"type": "bool", "default": True},
-        encryption={"type": "str", "choices": list(ENCRYPTIONS)},
-        kms_key_id={"type": "str", "no_log": False, "aliases": ["encryption_kms_key_id"]},
-        storage_class={"type": "str", "choices": list(STORAGE_CLASSES)},
-        checksum_algorithm={"type": "str", "default": "CRC32", "choices": list(CHECKSUM_ALGORITHMS)},
-        multipart_threshold={"type": "str", "default": "16MB"},
-        multipart_chunksize={"type": "str", "default": "16MB"},
-        concurrency={"type": "int", "default": 8, "aliases": ["max_concurrency"]},
-        lock_timeout={"type": "int", "default": 300},
-    )
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=offsite_argument_spec(),
         supports_check_mode=True,
         required_if=[["mode", "pull", ["backup_dir"]]],
         required_by={"kms_key_id": "encryption"},

@@ -267,29 +267,13 @@ space:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError
-from ansible_collections.tokotani.dr.plugins.module_utils.pg_args import postgres_argument_spec
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_backup import backup
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import backup_argument_spec
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(
-        database={"type": "str", "required": True, "aliases": ["db"]},
-        backup_dir={"type": "path", "required": True},
-        format={"type": "str", "default": "directory", "choices": ["directory", "plain", "custom"]},
-        compression={"type": "str", "choices": ["zstd", "gzip", "none"]},
-        compression_level={"type": "int"},
-        jobs={"type": "int", "default": 2},
-        keep_days={"type": "int", "default": 14},
-        keep_min={"type": "int", "default": 3},
-        prune_legacy={"type": "bool", "default": False},
-        label={"type": "str"},
-        lock_timeout={"type": "int", "default": 300},
-        space_check={"type": "bool", "default": True},
-        space_check_ratio={"type": "float"},
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=backup_argument_spec(), supports_check_mode=True)
     # RV(size) is the sum of the backup's files: keep AnsibleModule from replacing it with the
     # size of the directory inode (it adds file attributes to any result that has a path).
     module.add_path_info = lambda kwargs: kwargs

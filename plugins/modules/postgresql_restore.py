@@ -219,27 +219,13 @@ msg:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError
-from ansible_collections.tokotani.dr.plugins.module_utils.pg_args import postgres_argument_spec
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_restore import restore
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import restore_argument_spec
 
 
 def main():
-    argument_spec = postgres_argument_spec()
-    argument_spec.update(
-        database={"type": "str", "required": True, "aliases": ["db"]},
-        backup={"type": "str", "default": "latest"},
-        backup_dir={"type": "path"},
-        before={"type": "str"},
-        mode={"type": "str", "default": "replace", "choices": ["replace", "into"]},
-        confirm={"type": "bool", "default": False},
-        source_database={"type": "str"},
-        jobs={"type": "int", "default": 2},
-        analyze={"type": "bool", "default": True},
-        maintenance_work_mem={"type": "str", "default": "256MB"},
-        work_dir={"type": "path"},
-    )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True)
     try:
         result = restore(module.params, check_mode=module.check_mode)
     except (PgError, CatalogError) as err:

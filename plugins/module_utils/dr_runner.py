@@ -1,0 +1,146 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The host-side runner behind the backup roles' systemd timers: ``tokotani-dr <job> --config FILE``.
+
+DESIGN.md section 2: one engine, several front doors. The modules are one door; this runner is
+the other, for the timers that must keep working when the controller and AWX are down. It runs
+on the host with the collection's module_utils copied beside it and no Ansible installed, and
+calls the same engines as the modules (``backup_job`` and ``verify_job`` chain them).
+
+A job's ``run(config, log, check_mode)`` returns a result dict (``failed``, ``msg`` and details)
+or raises an error with ``to_dict()``. The runner logs progress to stderr (the journal), prints
+the result as one JSON document on stdout, writes the status file named by the config's
+``status_file`` (keeping the previous ``last_success`` when a run fails, so monitoring can
+tell how old the last good run is), and exits 0 on success, 1 on failure, 2 on bad usage or
+configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+import traceback
+
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+
+JOBS = {
+    "backup": "ansible_collections.tokotani.dr.plugins.module_utils.backup_job",
+    "verify": "ansible_collections.tokotani.dr.plugins.module_utils.verify_job",
+}
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def make_logger(job, stream=None):
+    """A log(msg) writing ``tokotani-dr <job>: msg`` lines to stderr (the journal under systemd)."""
+    stream = stream or sys.stderr
+
+    def log(msg):
+        stream.write(f"tokotani-dr {job}: {msg}\n")
+        stream.flush()
+
+    return log
+
+
+def load_config(path):
+    """The job's JSON configuration (written by the role, 0600); raises ValueError with a clear message."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except OSError as err:
+        raise ValueError(f"cannot read the configuration {path}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"the configuration {path} is not valid JSON: {err}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"the configuration {path} must be a JSON object")
+    return config
+
+
+def read_status(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return {}
+
+
+def status_document(job, result, started, finished, previous):
+    """The status file's content after a run: this run, and the last successful one."""
+    ok = not result.get("failed")
+    run = {
+        "job": job,
+        "ok": ok,
+        "started_at": catalog.iso(started),
+        "finished_at": catalog.iso(finished),
+        "duration": round((finished - started).total_seconds(), 3),
+        "msg": result.get("msg", ""),
+        "summary": result.get("summary", {}),
+    }
+    last_success = run if ok else previous.get("last_success")
+    return {"job": job, "last_run": run, "last_success": last_success}
+
+
+def write_status(path, doc):
+    if not path:
+        return
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    catalog.write_json_atomic(path, doc)
+    os.chmod(path, 0o644)
+
+
+def run_job(job, config, log, check_mode=False):
+    """Import and run a job; errors become a failed result with their message."""
+    try:
+        module = importlib.import_module(JOBS[job])
+        result = module.run(config, log=log, check_mode=check_mode)
+    except Exception as err:  # every failure must reach the journal and the status file
+        to_dict = getattr(err, "to_dict", None)
+        result = dict(to_dict()) if callable(to_dict) else {"msg": f"{type(err).__name__}: {err}"}
+        if not callable(to_dict):
+            log(traceback.format_exc().rstrip())
+        result["failed"] = True
+    result.setdefault("failed", False)
+    result.setdefault("msg", "done")
+    return result
+
+
+def main(argv=None, stdout=None, stderr=None):
+    stdout = stdout or sys.stdout
+    parser = argparse.ArgumentParser(prog="tokotani-dr", description="TokoTani DR jobs run by systemd timers.")
+    parser.add_argument("job", choices=sorted(JOBS))
+    parser.add_argument("--config", required=True, help="the job's JSON configuration")
+    parser.add_argument("--check", action="store_true", help="report what would be done, change nothing")
+    args = parser.parse_args(argv)
+    log = make_logger(args.job, stderr)
+    try:
+        config = load_config(args.config)
+    except ValueError as err:
+        log(f"FAILED: {err}")
+        return EXIT_USAGE
+    status_file = config.pop("status_file", None)
+    started = catalog.utcnow()
+    clock = time.monotonic()
+    log(f"started ({'check mode' if args.check else 'config ' + args.config})")
+    result = run_job(args.job, config, log, check_mode=args.check)
+    finished = catalog.utcnow()
+    result["duration"] = round(time.monotonic() - clock, 3)
+    if not args.check:
+        try:
+            previous = read_status(status_file or "")
+            write_status(status_file, status_document(args.job, result, started, finished, previous))
+        except OSError as err:
+            log(f"cannot write the status file {status_file}: {err.strerror}")
+            result["failed"] = True
+    json.dump(result, stdout, sort_keys=True, default=str)
+    stdout.write("\n")
+    if result["failed"]:
+        log(f"FAILED: {result['msg']}")
+        return EXIT_FAILED
+    log(f"ok in {result['duration']:.1f} s: {result['msg']}")
+    return EXIT_OK

@@ -1,0 +1,246 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Argument specs of the collection's modules, in one place for two front doors.
+
+The modules hand these to AnsibleModule. The host-side runner (``dr_runner``, driven by the
+systemd timers of the backup roles) has no Ansible on the host: it resolves its JSON
+configuration against the same specs with ``resolve`` (aliases, environment fallbacks,
+defaults, types and choices), so a timer run and a module run get the same parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ansible_collections.tokotani.dr.plugins.module_utils.s3_offsite import (
+    CHECKSUM_ALGORITHMS,
+    ENCRYPTIONS,
+    STORAGE_CLASSES,
+)
+
+try:
+    from ansible.module_utils.basic import env_fallback
+except ImportError:  # the host-side runner: no Ansible installed there
+
+    def env_fallback(*args, **kwargs):
+        """Stand-in with the same name, recognised by ``resolve`` like Ansible's."""
+        for name in args:
+            if name in os.environ:
+                return os.environ[name]
+        raise LookupError(args)
+
+
+SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+FORMATS = ["directory", "plain", "custom"]
+COMPRESSIONS = ["zstd", "gzip", "none"]
+RESTORE_MODES = ["replace", "into"]
+OFFSITE_MODES = ["push", "pull", "list", "prune"]
+
+
+def postgres_argument_spec():
+    """The connection options every PostgreSQL module of the collection takes (doc fragment tokotani.dr.postgres)."""
+    return {
+        "login_host": {"type": "str", "aliases": ["host"]},
+        "login_port": {"type": "int", "default": 5432, "aliases": ["port"]},
+        "login_user": {"type": "str", "default": "postgres", "aliases": ["user"]},
+        "login_password": {"type": "str", "no_log": True, "fallback": (env_fallback, ["PGPASSWORD"])},
+        "login_unix_socket": {"type": "path"},
+        "maintenance_db": {"type": "str", "default": "postgres"},
+        "ssl_mode": {"type": "str", "choices": SSL_MODES},
+        "ca_cert": {"type": "path"},
+        "connect_timeout": {"type": "int", "default": 10},
+        "pg_bindir": {"type": "path"},
+    }
+
+
+def s3_argument_spec():
+    """The connection options of the tokotani.dr.s3 doc fragment, with amazon.aws's aliases and fallbacks."""
+    return {
+        "bucket": {"type": "str", "required": True},
+        "prefix": {"type": "str", "default": ""},
+        "region": {
+            "type": "str",
+            "aliases": ["aws_region", "ec2_region"],
+            "fallback": (env_fallback, ["AWS_REGION", "AWS_DEFAULT_REGION", "EC2_REGION"]),
+        },
+        "endpoint_url": {
+            "type": "str",
+            "aliases": ["aws_endpoint_url", "ec2_url", "s3_url"],
+            "fallback": (env_fallback, ["AWS_URL", "EC2_URL", "AWS_ENDPOINT_URL"]),
+        },
+        "addressing_style": {"type": "str", "default": "auto", "choices": ["auto", "path", "virtual"]},
+        "access_key": {
+            "type": "str",
+            "no_log": False,
+            "aliases": ["aws_access_key_id", "aws_access_key", "ec2_access_key"],
+            "fallback": (env_fallback, ["AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY", "EC2_ACCESS_KEY"]),
+        },
+        "secret_key": {
+            "type": "str",
+            "no_log": True,
+            "aliases": ["aws_secret_access_key", "aws_secret_key", "ec2_secret_key"],
+            "fallback": (env_fallback, ["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY", "EC2_SECRET_KEY"]),
+        },
+        "session_token": {
+            "type": "str",
+            "no_log": True,
+            "aliases": ["aws_session_token", "security_token", "aws_security_token", "access_token"],
+            "fallback": (env_fallback, ["AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "EC2_SECURITY_TOKEN"]),
+        },
+        "profile": {
+            "type": "str",
+            "aliases": ["aws_profile"],
+            "fallback": (env_fallback, ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"]),
+        },
+        "validate_certs": {"type": "bool", "default": True},
+        "ca_bundle": {"type": "path", "aliases": ["aws_ca_bundle"], "fallback": (env_fallback, ["AWS_CA_BUNDLE"])},
+        "retries": {"type": "int", "default": 3},
+        "connect_timeout": {"type": "int", "default": 10},
+        "read_timeout": {"type": "int", "default": 120},
+    }
+
+
+def backup_argument_spec():
+    """tokotani.dr.postgresql_backup."""
+    spec = postgres_argument_spec()
+    spec.update(
+        database={"type": "str", "required": True, "aliases": ["db"]},
+        backup_dir={"type": "path", "required": True},
+        format={"type": "str", "default": "directory", "choices": FORMATS},
+        compression={"type": "str", "choices": COMPRESSIONS},
+        compression_level={"type": "int"},
+        jobs={"type": "int", "default": 2},
+        keep_days={"type": "int", "default": 14},
+        keep_min={"type": "int", "default": 3},
+        prune_legacy={"type": "bool", "default": False},
+        label={"type": "str"},
+        lock_timeout={"type": "int", "default": 300},
+        space_check={"type": "bool", "default": True},
+        space_check_ratio={"type": "float"},
+    )
+    return spec
+
+
+def restore_argument_spec():
+    """tokotani.dr.postgresql_restore."""
+    spec = postgres_argument_spec()
+    spec.update(
+        database={"type": "str", "required": True, "aliases": ["db"]},
+        backup={"type": "str", "default": "latest"},
+        backup_dir={"type": "path"},
+        before={"type": "str"},
+        mode={"type": "str", "default": "replace", "choices": RESTORE_MODES},
+        confirm={"type": "bool", "default": False},
+        source_database={"type": "str"},
+        jobs={"type": "int", "default": 2},
+        analyze={"type": "bool", "default": True},
+        maintenance_work_mem={"type": "str", "default": "256MB"},
+        work_dir={"type": "path"},
+    )
+    return spec
+
+
+def offsite_argument_spec():
+    """tokotani.dr.backup_offsite."""
+    spec = s3_argument_spec()
+    spec.update(
+        mode={"type": "str", "required": True, "choices": OFFSITE_MODES},
+        backup_dir={"type": "path"},
+        backup={"type": "str", "default": "latest"},
+        before={"type": "str", "aliases": ["latest_before"]},
+        database={"type": "str", "aliases": ["db"]},
+        keep_days={"type": "int", "default": 14},
+        keep_min={"type": "int", "default": 3},
+        force={"type": "bool", "default": False},
+        verify={"type": "bool", "default": True},
+        encryption={"type": "str", "choices": list(ENCRYPTIONS)},
+        kms_key_id={"type": "str", "no_log": False, "aliases": ["encryption_kms_key_id"]},
+        storage_class={"type": "str", "choices": list(STORAGE_CLASSES)},
+        checksum_algorithm={"type": "str", "default": "CRC32", "choices": list(CHECKSUM_ALGORITHMS)},
+        multipart_threshold={"type": "str", "default": "16MB"},
+        multipart_chunksize={"type": "str", "default": "16MB"},
+        concurrency={"type": "int", "default": 8, "aliases": ["max_concurrency"]},
+        lock_timeout={"type": "int", "default": 300},
+    )
+    return spec
+
+
+class SpecError(ValueError):
+    """A configuration value the spec does not accept; the message names the option."""
+
+
+_TRUE = {"true", "yes", "on", "1", "y"}
+_FALSE = {"false", "no", "off", "0", "n"}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECASE)
+
+
+def size_to_bytes(value):
+    """``16MB``, ``8MiB`` or a number of bytes -> int (binary units, like Ansible's human_to_bytes)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise SpecError(f"not a size: {value!r} (use for example 16MB)")
+    number, unit = float(match.group(1)), match.group(2).upper()
+    return int(number * 1024 ** "BKMGT".index(unit or "B"))
+
+
+def _convert(name, kind, value):  # noqa: PLR0911 - one return per type
+    if value is None:
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE or text in _FALSE:
+                return text in _TRUE
+            raise ValueError(value)
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "path":
+            return os.path.expanduser(os.path.expandvars(str(value)))
+        return str(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name}: {value!r} is not a valid {kind}") from None
+
+
+def resolve(spec, values, environ=None):
+    """Module-style parameters from ``values`` (a config dict): aliases, env fallbacks, defaults, types, choices.
+
+    Unknown keys are refused, as AnsibleModule refuses them.
+    """
+    environ = os.environ if environ is None else environ
+    names = {}
+    for name, opt in spec.items():
+        names[name] = name
+        for alias in opt.get("aliases", ()):
+            names[alias] = name
+    unknown = sorted(key for key in values if key not in names)
+    if unknown:
+        raise SpecError("unsupported option(s): " + ", ".join(unknown))
+    given = {}
+    for key, value in values.items():
+        given[names[key]] = value
+    params = {}
+    for name, opt in spec.items():
+        value = given.get(name)
+        if value is None and "fallback" in opt:
+            for env_name in opt["fallback"][1]:
+                if environ.get(env_name):
+                    value = environ[env_name]
+                    break
+        if value is None:
+            value = opt.get("default")
+        if value is None and opt.get("required"):
+            raise SpecError(f"missing required option: {name}")
+        value = _convert(name, opt.get("type", "str"), value)
+        if value is not None and opt.get("choices") and value not in opt["choices"]:
+            raise SpecError(f"{name}: {value!r} is not one of {', '.join(map(str, opt['choices']))}")
+        params[name] = value
+    return params
