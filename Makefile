@@ -20,6 +20,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Data scale of the sandbox shop database (tiny, small, medium, large ~ 1 GB).
 SCALE ?= small
 BENCH_SCALE ?= large
+# molecule scenarios to run (default: all), e.g. make molecule SCENARIOS='db_recovery pm2'
+SCENARIOS ?=
 
 .PHONY: help venv lint sanity unit integration molecule test image sandbox-up sandbox-down drill bench clean
 
@@ -59,7 +61,7 @@ integration: venv
 	$(BIN)/pytest tests/integration
 
 molecule: venv image
-	cd $(CURDIR) && $(BIN)/molecule test --all
+	cd $(CURDIR) && PATH=$(BIN):$$PATH scripts/molecule.sh $(SCENARIOS)
 
 test: lint sanity unit integration molecule
 	@echo "make test: every tier passed"

@@ -38,6 +38,10 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from offsite import print_table as print_offsite_table  # bench/ is not a package
+from offsite import run_offsite_bench
+
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 PG_BINDIR = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
@@ -452,6 +456,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=2, help="parallel jobs of our backup and restore (default 2)")
     parser.add_argument("--workdir", help="where the cluster and the backups go (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the cluster directory afterwards")
+    parser.add_argument("--no-offsite", action="store_true", help="skip the offsite push/pull beside aws s3 cp")
     opts = parser.parse_args()
     for tool in ("initdb", "pg_ctl", "pg_dump", "psql"):
         if not (PG_BINDIR / tool).exists():
@@ -477,6 +482,10 @@ def main() -> int:
         res["data"] = load_shop(cluster, opts.scale, opts.seed)
         res["backup"] = run_backups(cluster, work, opts.jobs)
         res["restore"] = run_restores(cluster, work, res["backup"]["ours_backup"]["path"], opts.jobs)
+        if not opts.no_offsite:
+            log("offsite: push and pull of our backup beside aws s3 cp (moto server on loopback)")
+            (work / "offsite").mkdir()
+            res["offsite"] = run_offsite_bench(Path(res["backup"]["ours_backup"]["path"]), workdir=work / "offsite")
         res["data"]["sql_bytes"] = sum(len(chunk) for chunk in iter(_gunzip_chunks(work / "plan.sql.gz")))
     finally:
         cluster.stop()
@@ -491,6 +500,8 @@ def main() -> int:
         f"load {res['host']['loadavg_before'][0]:.2f} before / {res['host']['loadavg_after'][0]:.2f} after"
     )
     print("\n".join(lines))
+    if "offsite" in res:
+        print_offsite_table(res["offsite"])
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.write_text(json.dumps(res, indent=2, default=str) + "\n")

@@ -18,7 +18,7 @@ packages=$(grep -v '^#' "$here/packages.txt" | tr -s ' \n' ',' | sed 's/^,//;s/,
 log() { printf '[image] %s\n' "$*" >&2; }
 die() { printf '[image] ERROR: %s\n' "$*" >&2; exit 1; }
 
-docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/ensure-docker.sh (or 'make image', which does)"
+docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/ensure.sh docker (or 'make image', which does)"
 
 if [ -n "${TOKOTANI_SANDBOX_IMAGE:-}" ]; then
   if docker image inspect "$TOKOTANI_SANDBOX_IMAGE" >/dev/null 2>&1; then
