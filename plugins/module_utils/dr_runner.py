@@ -12,7 +12,8 @@ or raises an error with ``to_dict()``. The runner logs progress to stderr (the j
 the result as one JSON document on stdout, writes the status file named by the config's
 ``status_file`` (keeping the previous ``last_success`` when a run fails, so monitoring can
 tell how old the last good run is), and exits 0 on success, 1 on failure, 2 on bad usage or
-configuration.
+configuration (a job raises ``specs.SpecError`` for a configuration its specs refuse, before it
+does anything).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 import traceback
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import SpecError
 
 JOBS = {
     "backup": "ansible_collections.tokotani.dr.plugins.module_utils.backup_job",
@@ -48,7 +50,7 @@ def make_logger(job, stream=None):
 
 
 def load_config(path):
-    """The job's JSON configuration (written by the role, 0600); raises ValueError with a clear message."""
+    """The job's JSON configuration (the role writes it root:postgres 0640); raises ValueError, clearly worded."""
     try:
         with open(path, encoding="utf-8") as handle:
             config = json.load(handle)
@@ -62,11 +64,13 @@ def load_config(path):
 
 
 def read_status(path):
+    """The previous status document ({} when missing or unreadable)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+            doc = json.load(handle)
     except (OSError, ValueError):
         return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def status_document(job, result, started, finished, previous):
@@ -99,6 +103,8 @@ def run_job(job, config, log, check_mode=False):
     try:
         module = importlib.import_module(JOBS[job])
         result = module.run(config, log=log, check_mode=check_mode)
+    except SpecError as err:  # the configuration: exit 2, nothing was done
+        result = {"msg": f"invalid configuration: {err}", "error": "config", "failed": True}
     except Exception as err:  # every failure must reach the journal and the status file
         to_dict = getattr(err, "to_dict", None)
         result = dict(to_dict()) if callable(to_dict) else {"msg": f"{type(err).__name__}: {err}"}
@@ -141,6 +147,6 @@ def main(argv=None, stdout=None, stderr=None):
     stdout.write("\n")
     if result["failed"]:
         log(f"FAILED: {result['msg']}")
-        return EXIT_FAILED
+        return EXIT_USAGE if result.get("error") == "config" else EXIT_FAILED
     log(f"ok in {result['duration']:.1f} s: {result['msg']}")
     return EXIT_OK

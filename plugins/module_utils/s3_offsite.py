@@ -37,6 +37,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import hashlib
+import inspect
 import json
 import os
 import secrets
@@ -827,14 +828,17 @@ class Store:
 
     def transfer_config(self, largest, threshold=None, chunk=None):
         size = part_size(largest, chunk)
-        return TransferConfig(
-            multipart_threshold=max(int(threshold or DEFAULT_THRESHOLD), MIN_PART_SIZE),
-            multipart_chunksize=size,
-            max_concurrency=self.concurrency,
-            use_threads=True,
-            num_download_attempts=self.retrier.attempts,
-            preferred_transfer_client="classic",
-        )
+        kwargs = {
+            "multipart_threshold": max(int(threshold or DEFAULT_THRESHOLD), MIN_PART_SIZE),
+            "multipart_chunksize": size,
+            "max_concurrency": self.concurrency,
+            "use_threads": True,
+            "num_download_attempts": self.retrier.attempts,
+        }
+        # boto3 >= 1.33 may pick the CRT transfer client; Debian 12's python3-boto3 (1.26) has no such option.
+        if "preferred_transfer_client" in inspect.signature(TransferConfig.__init__).parameters:
+            kwargs["preferred_transfer_client"] = "classic"
+        return TransferConfig(**kwargs)
 
     def run_transfers(self, jobs, config, action):
         """Run jobs (each a dict with key and submit(manager) -> future) concurrently through one manager.

@@ -34,7 +34,7 @@ except ImportError:  # the host-side runner: no Ansible installed there
 SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 FORMATS = ["directory", "plain", "custom"]
 COMPRESSIONS = ["zstd", "gzip", "none"]
-RESTORE_MODES = ["replace", "into"]
+RESTORE_MODES = ["replace", "into", "revert"]
 OFFSITE_MODES = ["push", "pull", "list", "prune"]
 
 
@@ -137,6 +137,16 @@ def restore_argument_spec():
         analyze={"type": "bool", "default": True},
         maintenance_work_mem={"type": "str", "default": "256MB"},
         work_dir={"type": "path"},
+        assertions={
+            "type": "list",
+            "elements": "dict",
+            "default": [],
+            "options": {
+                "name": {"type": "str", "required": True},
+                "sql": {"type": "str", "required": True},
+            },
+        },
+        previous_database={"type": "str"},
     )
     return spec
 
@@ -177,6 +187,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?\s*$", re.IGNORECAS
 
 def size_to_bytes(value):
     """``16MB``, ``8MiB`` or a number of bytes -> int (binary units, like Ansible's human_to_bytes)."""
+    if isinstance(value, bool):
+        raise SpecError(f"not a size: {value!r} (use for example 16MB)")
     if isinstance(value, int):
         return value
     match = _SIZE_RE.match(str(value))
@@ -198,24 +210,24 @@ def _convert(name, kind, value):  # noqa: PLR0911 - one return per type
                 return text in _TRUE
             raise ValueError(value)
         if kind == "int":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)
             return int(value)
         if kind == "float":
             return float(value)
         if kind == "path":
             return os.path.expanduser(os.path.expandvars(str(value)))
+        if kind in ("list", "dict"):
+            if not isinstance(value, list if kind == "list" else dict):
+                raise ValueError(value)
+            return value
         return str(value)
     except (TypeError, ValueError):
         raise SpecError(f"{name}: {value!r} is not a valid {kind}") from None
 
 
-def resolve(spec, values, environ=None):
-    """Module-style parameters from ``values`` (a config dict): aliases, env fallbacks, defaults, types, choices.
-
-    Unknown keys are refused, as AnsibleModule refuses them.
-    """
-    environ = os.environ if environ is None else environ
+def _given(spec, values):
+    """values keyed by option name (aliases resolved); unknown keys and an option given twice are refused."""
     names = {}
     for name, opt in spec.items():
         names[name] = name
@@ -226,7 +238,20 @@ def resolve(spec, values, environ=None):
         raise SpecError("unsupported option(s): " + ", ".join(unknown))
     given = {}
     for key, value in values.items():
+        if names[key] in given:
+            twice = sorted(k for k in values if names[k] == names[key])
+            raise SpecError(f"{names[key]}: set more than once (as {' and '.join(twice)})")
         given[names[key]] = value
+    return given
+
+
+def resolve(spec, values, environ=None):
+    """Module-style parameters from ``values`` (a config dict): aliases, env fallbacks, defaults, types, choices.
+
+    Unknown keys are refused, as AnsibleModule refuses them.
+    """
+    environ = os.environ if environ is None else environ
+    given = _given(spec, values)
     params = {}
     for name, opt in spec.items():
         value = given.get(name)
@@ -240,7 +265,19 @@ def resolve(spec, values, environ=None):
         if value is None and opt.get("required"):
             raise SpecError(f"missing required option: {name}")
         value = _convert(name, opt.get("type", "str"), value)
+        if value is not None and opt.get("type") == "list" and opt.get("elements") == "dict" and "options" in opt:
+            value = [_resolve_element(name, i, opt["options"], item, environ) for i, item in enumerate(value)]
         if value is not None and opt.get("choices") and value not in opt["choices"]:
             raise SpecError(f"{name}: {value!r} is not one of {', '.join(map(str, opt['choices']))}")
         params[name] = value
     return params
+
+
+def _resolve_element(name, index, options, item, environ):
+    """One dict of a list option with suboptions (``type: list, elements: dict, options: ...``)."""
+    if not isinstance(item, dict):
+        raise SpecError(f"{name}[{index}]: {item!r} is not a dict")
+    try:
+        return resolve(options, item, environ)
+    except SpecError as err:
+        raise SpecError(f"{name}[{index}]: {err}") from None

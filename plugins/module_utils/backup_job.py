@@ -1,0 +1,289 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The daily backup job of the host-side runner: ``tokotani-dr backup --config /etc/tokotani-dr/backup.json``.
+
+One run is what the playbook ``tokotani.dr.backup`` does through the modules, with the same
+engines and the same option names:
+
+1. a backup with ``pg_backup.backup`` (tokotani.dr.postgresql_backup), whose local retention
+   (``keep_days``, ``keep_min``) runs right after the new backup is committed;
+2. when ``offsite`` is configured, a push of the new backup with ``s3_offsite``
+   (tokotani.dr.backup_offsite ``mode=push``), then a catch-up push of the local backups younger
+   than the offsite ``keep_days`` that are not offsite yet (a run whose push failed is caught up
+   by the next one), then the offsite retention (``mode=prune``, this database only).
+
+The configuration is one JSON object (written by the role ``tokotani.dr.backup``, root:postgres 0640)::
+
+    {
+      "status_file": "/var/lib/tokotani-dr/backup-status.json",
+      "backup": {
+        "database": "tokotani",
+        "backup_dir": "/srv/tokotani/shared/backups",
+        "login_unix_socket": "/var/run/postgresql",
+        "login_port": 5432,
+        "keep_days": 14,
+        "keep_min": 3
+      },
+      "offsite": {
+        "bucket": "tokotani-backups",
+        "prefix": "server1",
+        "region": "ap-southeast-3",
+        "endpoint_url": "https://s3.example.com",
+        "keep_days": 14,
+        "keep_min": 3
+      }
+    }
+
+- ``status_file`` is read by ``dr_runner`` (the status document of every run).
+- ``backup`` takes the options of tokotani.dr.postgresql_backup (``database`` and
+  ``backup_dir`` are required), with their aliases, defaults and environment fallbacks
+  (``PGPASSWORD`` for ``login_password``).
+- ``offsite`` (absent or null: no offsite copies) takes the options of tokotani.dr.backup_offsite
+  except the ones this job sets itself: ``mode``, ``backup``, ``before``, ``backup_dir`` and
+  ``database`` (taken from ``backup``). ``keep_days`` and ``keep_min`` are the offsite retention.
+  ``multipart_threshold`` and ``multipart_chunksize`` take sizes such as ``16MB``.
+- No secrets in the file: S3 credentials come from the environment (``AWS_ACCESS_KEY_ID``,
+  ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``), which systemd reads from the root-only
+  ``EnvironmentFile`` before it drops privileges.
+
+A configuration the specs refuse raises ``specs.SpecError`` before anything is done (the runner
+exits 2). ``run`` returns ``{failed, msg, summary, backup, offsite}``: ``summary`` goes to the status
+file. A failed backup raises the engine's error (the runner reports it, nothing was written). When
+the backup succeeded and its push failed, the run fails with a message that says the local backup
+is fine and kept, and what went wrong offsite (no catch-up, no offsite retention then). When the
+push worked and the catch-up of an older backup failed (a damaged local copy), the offsite
+retention still runs and the run fails naming that backup.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils import pg_backup, s3_offsite, specs
+
+SECTIONS = ("backup", "offsite")
+# Options of the offsite section that the job sets itself (with their aliases).
+OFFSITE_SET_BY_JOB = ("mode", "backup", "before", "backup_dir", "database")
+SECRET_OPTIONS = {"backup": ("login_password",), "offsite": ("secret_key", "session_token")}
+
+
+def _names(spec, wanted):
+    """wanted option names of spec with all their aliases."""
+    names = set()
+    for name in wanted:
+        names.add(name)
+        names.update(spec.get(name, {}).get("aliases", ()))
+    return names
+
+
+def _section(config, name, required):
+    value = config.get(name)
+    if value is None:
+        if required:
+            raise specs.SpecError(f"the configuration has no '{name}' section")
+        return None
+    if not isinstance(value, dict):
+        raise specs.SpecError(f"'{name}' must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _given_secrets(section, values, spec, log):
+    for option in SECRET_OPTIONS[section]:
+        if _names(spec, [option]) & set(values):
+            log(
+                f"warning: {section}.{option} is set in the configuration file, which the postgres group can read: "
+                "move it to the environment file"
+            )
+
+
+def resolve_config(config, environ=None, log=None):
+    """(backup params, offsite params or None) from the job's configuration; raises specs.SpecError."""
+    log = log or (lambda msg: None)
+    if not isinstance(config, dict):
+        raise specs.SpecError("the configuration must be a JSON object")
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise specs.SpecError(
+            f"unsupported top-level key(s): {', '.join(unknown)} (expected {', '.join(SECTIONS)} and status_file)"
+        )
+    backup_values = _section(config, "backup", required=True)
+    backup_spec = specs.backup_argument_spec()
+    _given_secrets("backup", backup_values, backup_spec, log)
+    try:
+        backup = specs.resolve(backup_spec, backup_values, environ)
+    except specs.SpecError as err:
+        raise specs.SpecError(f"backup: {err}") from None
+    offsite_values = _section(config, "offsite", required=False)
+    if offsite_values is None:
+        return backup, None
+    offsite_spec = specs.offsite_argument_spec()
+    reserved = sorted(_names(offsite_spec, OFFSITE_SET_BY_JOB) & set(offsite_values))
+    if reserved:
+        raise specs.SpecError(
+            f"offsite: {', '.join(reserved)} cannot be set here: the job pushes the new backup of the 'backup' "
+            "section (its database and backup_dir) and prunes that database's copies"
+        )
+    _given_secrets("offsite", offsite_values, offsite_spec, log)
+    values = dict(offsite_values, mode="push", backup_dir=backup["backup_dir"], database=backup["database"])
+    try:
+        offsite = specs.resolve(offsite_spec, values, environ)
+        for name in ("multipart_threshold", "multipart_chunksize"):
+            try:
+                offsite[name] = specs.size_to_bytes(offsite[name])
+            except specs.SpecError as err:
+                raise specs.SpecError(f"{name}: {err}") from None
+    except specs.SpecError as err:
+        raise specs.SpecError(f"offsite: {err}") from None
+    if offsite["kms_key_id"] and offsite["encryption"] != "aws:kms":
+        raise specs.SpecError("offsite: kms_key_id needs encryption=aws:kms")
+    if offsite["concurrency"] < 1:
+        raise specs.SpecError("offsite: concurrency must be at least 1")
+    if offsite["keep_days"] < 0 or offsite["keep_min"] < 1:
+        raise specs.SpecError("offsite: keep_days must not be negative and keep_min must be at least 1")
+    return backup, offsite
+
+
+def _mb(size):
+    return "%.1f MB" % ((size or 0) / 1e6)
+
+
+def _catch_up_candidates(params, store, log):
+    """Local valid backups younger than the offsite keep_days that are not offsite (newest first)."""
+    entries, _incomplete, _objects = store.catalog()
+    offsite = {e["name"] for e in entries if e["valid"]}
+    cutoff = catalog.utcnow().timestamp() - params["keep_days"] * 86400
+    local = catalog.scan(params["backup_dir"], database=params["database"], include_legacy=False)["backups"]
+    missing = [
+        e
+        for e in local
+        if e["kind"] == "managed"
+        and e["valid"]
+        and e["name"] not in offsite
+        and e["timestamp"] is not None
+        and e["timestamp"] >= cutoff
+    ]
+    if missing:
+        names = ", ".join(e["name"] for e in missing)
+        log(f"offsite: {len(missing)} older local backup(s) are not offsite yet: {names}")
+    return missing
+
+
+OFFSITE_ERRORS = (s3_offsite.OffsiteError, catalog.CatalogError)
+
+
+def _offsite(params, name, check_mode, log):
+    """Push name, catch up, prune. Returns (details, error message or None).
+
+    A failed catch-up (an older backup that cannot be pushed) does not keep the retention from
+    running; its error is reported after it.
+    """
+    where = s3_offsite.s3_url(params["bucket"], s3_offsite.object_key(params["prefix"], ""))
+    details = {"url": where, "pushed": False, "key": None, "caught_up": [], "pruned": [], "error": None}
+    step = "connecting to"
+    caught_up_error = None
+    try:
+        store = s3_offsite.Store(params)
+        if check_mode:
+            step = "planning the retention of"
+            pruned = s3_offsite.prune(params, check_mode=True, store=store)
+            details["pruned"] = [p["name"] for p in pruned["pruned"]]
+            return details, None
+        step = f"pushing {name} to"
+        log(f"offsite: pushing {name} to {where}")
+        pushed = s3_offsite.push(dict(params, backup=name), store=store)
+        details.update(pushed=True, key=pushed.get("key"), status=pushed["backups"][0]["status"])
+        details["push_duration"] = pushed["duration"]
+        details["throughput_mb_s"] = pushed["throughput_mb_s"]
+        step = "listing what is offsite on"
+        for entry in _catch_up_candidates(params, store, log):
+            try:
+                s3_offsite.push(dict(params, backup=entry["name"]), store=store)
+            except OFFSITE_ERRORS as err:
+                details["error"] = getattr(err, "kind", "local")
+                caught_up_error = f"catching up the older backup {entry['name']} on {where} failed: {err}"
+                log(caught_up_error)
+                break
+            details["caught_up"].append(entry["name"])
+        step = "pruning old copies on"
+        pruned = s3_offsite.prune(params, store=store)
+        details["pruned"] = [p["name"] for p in pruned["pruned"]]
+        if details["pruned"]:
+            log(f"offsite: pruned {', '.join(details['pruned'])}")
+    except OFFSITE_ERRORS as err:
+        details["error"] = getattr(err, "kind", "local")
+        return details, caught_up_error or f"{step} {where} failed: {err}"
+    return details, caught_up_error
+
+
+def run(config, log=None, check_mode=False):
+    """One backup run (see the module docstring). Raises specs.SpecError, PgError or CatalogError."""
+    log = log or (lambda msg: None)
+    params, offsite_params = resolve_config(config, log=log)
+    where = params["backup_dir"]
+    log(f"backing up database {params['database']} into {where}{' (check mode)' if check_mode else ''}")
+    result = pg_backup.backup(params, check_mode=check_mode, log=log)
+    for warning in result.get("warnings") or []:
+        log(f"warning: {warning}")
+    pruned = [p["name"] for p in result.get("pruned") or []]
+    if pruned:
+        log(f"{'would prune' if check_mode else 'pruned'} local backup(s): {', '.join(pruned)}")
+    summary = {
+        "name": result["name"],
+        "path": result["path"],
+        "size": result.get("size"),
+        "sha256": result.get("sha256"),
+        "duration": result.get("duration"),
+        "throughput_mb_s": result.get("throughput_mb_s"),
+        "pruned": pruned,
+        "offsite": None,
+    }
+    out = {"failed": False, "changed": not check_mode, "summary": summary, "backup": _public_backup(result)}
+    if check_mode:
+        head = f"check mode: would back up {params['database']} into {result['path']}"
+    else:
+        head = (
+            f"backup {result['name']} of {params['database']}: {_mb(result['size'])} in {result['duration']:.1f} s "
+            f"({result['path']})"
+        )
+        if pruned:
+            head += f"; pruned {len(pruned)} old local backup(s)"
+        log(head)
+    if offsite_params is None:
+        out["msg"] = head + "; offsite copies are off"
+        return out
+    details, error = _offsite(offsite_params, result["name"], check_mode, log)
+    summary["offsite"] = {k: details[k] for k in ("pushed", "key", "caught_up", "pruned", "error")}
+    out["offsite"] = details
+    if error and not details["pushed"]:
+        out["failed"] = True
+        out["msg"] = (
+            f"the local backup {result['name']} is fine ({result['path']}, {_mb(result['size'])}) and was kept, "
+            f"but the offsite copy failed: {error}. The next run pushes it too (catch-up); to push it now, start "
+            f"tokotani-backup.service again or run tokotani.dr.backup_offsite mode=push backup={result['name']}"
+        )
+        return out
+    if error:
+        out["failed"] = True
+        out["msg"] = (
+            f"the backup {result['name']} is fine, locally ({result['path']}, {_mb(result['size'])}) and offsite "
+            f"({s3_offsite.s3_url(offsite_params['bucket'], details['key'])}), but {error}"
+        )
+        return out
+    if check_mode:
+        out["msg"] = f"{head}; offsite {details['url']}: would prune {len(details['pruned'])} old copies"
+        return out
+    tail = f"offsite {s3_offsite.s3_url(offsite_params['bucket'], details['key'])} {details.get('status', 'pushed')}"
+    if details["caught_up"]:
+        tail += f", caught up {', '.join(details['caught_up'])}"
+    if details["pruned"]:
+        tail += f", pruned {len(details['pruned'])} old copies"
+    out["msg"] = f"{head}; {tail}"
+    return out
+
+
+def _public_backup(result):
+    keep = ("name", "path", "manifest_path", "size", "sha256", "duration", "throughput_mb_s", "database_size")
+    out = {k: result.get(k) for k in keep}
+    out.update(tables=result.get("tables"), rows=result.get("rows"), pruned=result.get("pruned") or [])
+    out["warnings"] = result.get("warnings") or []
+    out["retention"] = result.get("retention")
+    return out
