@@ -7,7 +7,7 @@ Formats (``format``/``compression``):
 - ``directory``/``zstd`` (the default): ``pg_dump -Fd -Z0 -j N`` into ``<name>.dir.partial``
   while a pool of followers compresses every table's file with zstd *as pg_dump writes it*
   (tail-follow; a file is complete when no pg_dump process holds it open any more). Restores
-  in parallel with ``pg_restore -j N`` through named pipes, with no temporary copy.
+  in parallel with ``pg_restore -j N`` (after a parallel decompression, see pg_restore.ZstdStage).
 - ``directory``/``gzip`` and ``none``: pg_dump's own ``-Fd -j N -Z level``.
 - ``custom``/``gzip`` and ``none``: ``pg_dump -Fc -Z level``.
 - ``plain``/``gzip``: the plan's ``pg_dump | gzip`` (``.sql.gz``), ``plain``/``zstd`` and ``none``.

@@ -10,27 +10,32 @@ Order of work, so that nothing is touched before the backup is known to be good:
    stream of a legacy ``.sql.gz``;
 4. create ``<db>__restore_<ts>`` (mode replace) or the target (mode into) from template0 with
    the source's encoding, locale and owner; restore with ``pg_restore --exit-on-error -j N``
-   (zstd directory backups stream through named pipes, no temporary copy) or
+   (zstd directory backups through a staging directory of regular files beside the backup) or
    ``psql -v ON_ERROR_STOP=1``;
 5. check: every table of the manifest is present and has exactly the manifest's row count;
 6. ANALYZE; give the new database the live one's owner, ACL, settings, comment, connection limit;
-7. replace mode: terminate the connections and swap with two renames in one transaction,
+7. run the operator's SQL assertions against the new database (read-only sessions), as it will be used;
+8. replace mode: terminate the connections and swap with two renames in one transaction,
    keeping the old database as ``<db>__pre_restore_<ts>``.
 
 Any failure before the swap drops the new database; the live one is never touched before the
 swap's single transaction.
+
+Mode ``revert`` undoes a replace: the kept ``<db>__pre_restore_<ts>`` takes the name back, through
+the same swap (connections terminated, two renames in one transaction), and the database it
+replaces is kept as ``<db>__failed_restore_<ts>``.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime
-import errno
-import fcntl
+import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
@@ -52,11 +57,16 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     tool_version,
 )
 
-MODES = ("replace", "into")
-FIFO_MIN_BYTES = 1 << 20  # compressed files smaller than this are decompressed up front
+MODES = ("replace", "into", "revert")
 NAMEDATALEN = 63
 SWAP_ATTEMPTS = 5
 DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
+ASSERTION_STATEMENT_TIMEOUT = "5min"
+ASSERTION_RELATION = "tokotani_assertion"
+PRE_RESTORE = "__pre_restore_"
+FAILED_RESTORE = "__failed_restore_"
+_KEPT_RE = re.compile(r"__pre_restore_(\d{8}_\d{6})(?:_(\d+))?$")
+_PSQL_PREFIX_RE = re.compile(r"^psql:[^:]*:\d+:\s*")
 
 
 def derived_name(database, suffix):
@@ -73,96 +83,56 @@ def stamp(dt):
 class ZstdStage:
     """A directory pg_restore reads like an uncompressed directory backup.
 
-    toc.dat and uncompressed files are symlinked; small ``.zst`` files are decompressed; large
-    ones become named pipes, each fed by ``zstd -dc`` once pg_restore opens it.
+    pg_restore accepts only regular files in a directory archive (recent minor releases, 15.20
+    for one, refuse symlinks and named pipes): toc.dat and the uncompressed
+    files are hard-linked (copied when the staging directory is on another filesystem) and the
+    ``.zst`` files are decompressed, ``jobs`` at a time, largest first, before pg_restore starts.
     """
 
-    def __init__(self, source, stage, zstd):
+    def __init__(self, source, stage, zstd, jobs=2):
         self.source = source
         self.stage = stage
         self.zstd = zstd
-        self.stop = threading.Event()
-        self.threads = []
-        self.results = {}
-        self.lock = threading.Lock()
-        self.procs = set()
+        self.jobs = max(1, jobs)
 
     def prepare(self):
+        compressed = []
         for rel in catalog.tree_files(self.source):
             src = os.path.join(self.source, rel)
-            if not rel.endswith(".zst"):
-                os.symlink(src, os.path.join(self.stage, rel))
+            dest = os.path.join(self.stage, rel[: -len(".zst")] if rel.endswith(".zst") else rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            if rel.endswith(".zst"):
+                compressed.append((os.path.getsize(src), src, dest))
                 continue
-            dest = os.path.join(self.stage, rel[: -len(".zst")])
-            if os.path.getsize(src) < FIFO_MIN_BYTES:
-                argv = [self.zstd, "-q", "-d", "-c", src]
-                with open(dest, "wb") as out:
-                    result = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, check=False)
-                if result.returncode != 0:
-                    raise PgError(
-                        f"zstd cannot decompress {src}",
-                        cmd=argv,
-                        rc=result.returncode,
-                        stderr=excerpt(result.stderr.decode("utf-8", "replace")),
-                    )
-                continue
-            os.mkfifo(dest, 0o600)
-            thread = threading.Thread(target=self._feed, args=(src, dest), daemon=True)
-            self.threads.append(thread)
-            thread.start()
-
-    def _feed(self, src, fifo):
-        fd = None
-        while not self.stop.is_set():
             try:
-                fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-                break
-            except OSError as err:
-                if err.errno != errno.ENXIO:
-                    with self.lock:
-                        self.results[fifo] = ("error", str(err))
-                    return
-                time.sleep(0.02)
-        if fd is None:
-            with self.lock:
-                self.results[fifo] = ("unread", None)
-            return
-        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-        argv = [self.zstd, "-q", "-d", "-c", src]
-        try:
-            proc = subprocess.Popen(argv, stdout=fd, stderr=subprocess.PIPE)
-        finally:
-            os.close(fd)
-        with self.lock:
-            self.procs.add(proc)
-        _out, err = proc.communicate()
-        with self.lock:
-            self.procs.discard(proc)
-            self.results[fifo] = ("done", (proc.returncode, err.decode("utf-8", "replace"), argv))
+                os.link(src, dest)
+            except OSError:
+                shutil.copyfile(src, dest)
+        compressed.sort(reverse=True)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            for future in [pool.submit(self._decompress, src, dest) for _size, src, dest in compressed]:
+                future.result()
 
-    def finish(self, restored_ok):
-        """Stop the feeders; when the restore succeeded, every pipe must have been read completely."""
-        self.stop.set()
-        if not restored_ok:
-            with self.lock:
-                procs = list(self.procs)
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.kill()
-        for thread in self.threads:
-            thread.join(30)
-        if not restored_ok:
-            return
-        for fifo, (state, info) in sorted(self.results.items()):
-            name = os.path.basename(fifo)
-            if state == "unread":
-                raise PgError(f"pg_restore never read {name}: the restore is incomplete")
-            if state == "error":
-                raise PgError(f"cannot feed {name} to pg_restore: {info}")
-            rc, err, argv = info
-            if rc != 0:
-                raise PgError(f"zstd failed decompressing {name}", cmd=argv, rc=rc, stderr=excerpt(err))
+    def _decompress(self, src, dest):
+        argv = [self.zstd, "-q", "-d", "-f", "-o", dest, src]
+        result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        if result.returncode != 0:
+            raise PgError(
+                f"zstd cannot decompress {src} into {os.path.dirname(dest)} (full? set work_dir to a "
+                "filesystem with room for the uncompressed data)",
+                cmd=argv,
+                rc=result.returncode,
+                stderr=excerpt(result.stderr.decode("utf-8", "replace")),
+            )
+
+
+def stage_parent(work_dir, backup_path):
+    """Where the staging directory goes: work_dir, else beside the backup (same filesystem, so
+    hard links instead of copies, and room that a tmpfs /tmp may not have), else the temp dir."""
+    if work_dir:
+        return work_dir
+    parent = os.path.dirname(os.path.abspath(backup_path))
+    return parent if os.access(parent, os.W_OK | os.X_OK) else None
 
 
 class RestoreEngine:
@@ -179,6 +149,8 @@ class RestoreEngine:
         self.verified = []
         self.warnings = []
         self.created = None
+        self.assertions = check_assertions(self.p.get("assertions"))
+        self.assertion_results = []
 
     # -- resolving -------------------------------------------------------------
     def resolve(self):
@@ -256,6 +228,7 @@ class RestoreEngine:
             raise PgError(
                 "backup {} is not valid: {}. Nothing was changed.".format(entry["name"], "; ".join(entry["problems"])),
                 problems=entry["problems"],
+                failed_check="backup integrity",
             )
         catalog.verify_entry(entry)
         if not entry["valid"]:
@@ -264,6 +237,7 @@ class RestoreEngine:
                     entry["name"], "; ".join(entry["problems"])
                 ),
                 problems=entry["problems"],
+                failed_check="backup integrity",
             )
         if entry["kind"] == "managed":
             self.verified.append("sha256 of {} matches the manifest".format(os.path.basename(entry["path"])))
@@ -339,18 +313,18 @@ class RestoreEngine:
             self._load_plain(entry, target)
 
     def _load_archive(self, entry, target):
-        """pg_restore -j N --exit-on-error; zstd directory backups through a staging directory of pipes."""
+        """pg_restore -j N --exit-on-error; zstd directory backups through a staging directory."""
         source = entry["path"]
-        stage = stage_dir = None
+        stage_dir = None
         proc = None
         try:
             if entry["format"] == "directory" and any(f.endswith(".zst") for f in catalog.tree_files(source)):
                 zstd = shutil.which("zstd")
                 if not zstd:
                     raise PgError(f"zstd is needed to restore {entry['name']} (Debian/Ubuntu: apt-get install zstd)")
-                stage_dir = tempfile.mkdtemp(prefix=".tokotani-restore-", dir=self.p.get("work_dir") or None)
-                stage = ZstdStage(source, stage_dir, zstd)
-                stage.prepare()
+                parent = stage_parent(self.p.get("work_dir"), source)
+                stage_dir = tempfile.mkdtemp(prefix=".tokotani-restore-", dir=parent)
+                ZstdStage(source, stage_dir, zstd, self.jobs).prepare()
                 source = stage_dir
             argv = [self.pg_restore, "--exit-on-error", "--no-password", "-j", str(self.jobs)]
             argv += ["-d", conninfo_dbname(target), source]
@@ -359,15 +333,10 @@ class RestoreEngine:
             errors = StderrCollector(proc.stderr)
             rc = proc.wait()
             errors.join(10)
-            if stage is not None:
-                stage.finish(rc == 0)
-                stage = None
             if rc != 0:
                 raise self._restore_error("pg_restore", argv, rc, errors.text())
         except BaseException:
             _kill_all([proc])
-            if stage is not None:
-                stage.finish(False)
             raise
         finally:
             if stage_dir:
@@ -424,6 +393,7 @@ class RestoreEngine:
             cmd=argv,
             rc=rc,
             stderr=excerpt(stderr),
+            failed_check="restore without SQL errors",
         )
 
     def _check(self, entry, target):
@@ -452,6 +422,7 @@ class RestoreEngine:
             raise PgError(
                 f"the restored database lacks {len(missing)} table(s) of the manifest: {', '.join(missing[:20])}",
                 missing_tables=missing,
+                failed_check="tables present",
             )
         count_sql = "\nUNION ALL\n".join(
             f"SELECT json_build_object('i', {i}, 'rows', count(*)) "  # noqa: S608 - identifiers are quoted
@@ -466,7 +437,11 @@ class RestoreEngine:
                     f"{table['schema']}.{table['name']} has {counts.get(i)} rows, the manifest says {table['rows']}"
                 )
         if wrong:
-            raise PgError("row counts differ from the manifest: " + "; ".join(wrong[:20]), row_mismatches=wrong)
+            raise PgError(
+                "row counts differ from the manifest: " + "; ".join(wrong[:20]),
+                row_mismatches=wrong,
+                failed_check="row counts",
+            )
         total = sum(t["rows"] for t in tables)
         self.verified.append(f"{len(tables)} tables present with the manifest's row counts ({total} rows)")
         return len(tables), total
@@ -500,6 +475,29 @@ class RestoreEngine:
             self.psql.run_sql("ANALYZE;", target, what="ANALYZE")
         return checked
 
+    def _run_assertions(self, target):
+        """The operator's SQL assertions, each in its own read-only session; the first failure raises."""
+        for item in self.assertions:
+            problem = self._assertion_problem(item, target)
+            if problem is not None:
+                self.assertion_results.append({"name": item["name"], "ok": False, "problem": problem})
+                raise PgError(
+                    f"assertion '{item['name']}' failed: {problem}.",
+                    failed_check=f"assertion '{item['name']}'",
+                    assertion=item["name"],
+                    assertions=list(self.assertion_results),
+                )
+            self.assertion_results.append({"name": item["name"], "ok": True})
+            self.verified.append(f"assertion '{item['name']}' holds")
+
+    def _assertion_problem(self, item, target):
+        """None when the assertion's query returns one row whose first column is true, else what went wrong."""
+        try:
+            out = self.psql.run_sql(assertion_sql(item["sql"]), target, what=f"assertion '{item['name']}'")
+        except PgError as err:
+            return sql_error_text(err)
+        return assertion_outcome(out)
+
     def _swap(self, live, previous, new):
         terminate = (
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608 - literals are quoted
@@ -530,6 +528,12 @@ class RestoreEngine:
 
     # -- run -------------------------------------------------------------------
     def _refuse(self, entry, previous_name):
+        if self.mode == "revert":
+            kept = f" (the current database would be kept as {previous_name})" if previous_name else ""
+            return PgError(
+                f"Refusing to revert database {self.database} to {entry} without confirmation{kept}. Nothing was "
+                "changed. To go ahead, set confirm: true (module option), or -e confirm=true for the playbooks."
+            )
         if self.mode == "replace":
             what = (
                 f"replace database {self.database} with backup {entry['name']} "
@@ -563,7 +567,9 @@ class RestoreEngine:
 
     def run(self):
         if self.mode not in MODES:
-            raise PgError("mode must be replace or into")
+            raise PgError("mode must be replace, into or revert")
+        if self.mode == "revert":
+            return self.revert()
         started = time.monotonic()
         ts = stamp(catalog.utcnow())
         entry = self.resolve()
@@ -586,10 +592,12 @@ class RestoreEngine:
             "previous_database": previous,
             "staging_database": target if self.mode == "replace" else None,
             "verified": self.verified,
+            "assertions": self.assertion_results,
             "warnings": self.warnings,
         }
         if self.check_mode:
-            result["msg"] = f"check mode: would restore {entry['name']} into {self.database}"
+            checks = f" and check {len(self.assertions)} assertion(s)" if self.assertions else ""
+            result["msg"] = f"check mode: would restore {entry['name']} into {self.database}{checks}"
             return result
         tables, rows, attempts = self._restore_checked(entry, target, previous, props, timings)
         kept = f" (previous database kept as {previous})" if previous else ""
@@ -620,6 +628,10 @@ class RestoreEngine:
             if extra:
                 self.psql.run_sql(extra, self.conn.maintenance_db, what="carrying the database's settings over")
             timings["check_analyze_settings"] = round(time.monotonic() - mark, 3)
+            if self.assertions:
+                mark = time.monotonic()
+                self._run_assertions(target)
+                timings["assertions"] = round(time.monotonic() - mark, 3)
             mark = time.monotonic()
             attempts = self._swap(self.database, previous, target) if self.mode == "replace" else None
             timings["swap"] = round(time.monotonic() - mark, 3)
@@ -632,6 +644,133 @@ class RestoreEngine:
             raise
         return tables, rows, attempts
 
+    # -- revert ----------------------------------------------------------------
+    def _kept_databases(self):
+        """This database's ``__pre_restore_<ts>`` databases on the server, newest first."""
+        rows = self.psql.query_json(
+            "SELECT json_build_object('name', datname) FROM pg_database WHERE strpos(datname, :'marker') > 0;",
+            self.conn.maintenance_db,
+            variables={"marker": PRE_RESTORE},
+            what="listing the kept databases",
+        )
+        found = []
+        for row in rows:
+            name = row["name"]
+            match = _KEPT_RE.search(name)
+            if match and name == derived_name(self.database, name[match.start() :]):
+                found.append(((match.group(1), int(match.group(2) or 1)), name))
+        return [name for _key, name in sorted(found, reverse=True)]
+
+    def revert(self):
+        """Swap a kept previous database back in; the current one is kept as ``__failed_restore_<ts>``."""
+        started = time.monotonic()
+        self.psql = Psql(self.conn)
+        self.server = server_info(self.psql)
+        self.smajor = int(self.server["server_version_num"]) // 10000
+        kept = self.p.get("previous_database")
+        if not kept:
+            candidates = self._kept_databases()
+            if not candidates:
+                raise PgError(
+                    f"no previous database of {self.database} to revert to: there is no "
+                    f"{derived_name(self.database, PRE_RESTORE)}<timestamp> database on {self.conn.describe()} "
+                    "(a restore in mode replace keeps one). Nothing was changed. Name another one with "
+                    "previous_database."
+                )
+            kept = candidates[0]
+        if kept == self.database:
+            raise PgError(f"previous_database must differ from database ({self.database}). Nothing was changed.")
+        if not self._exists(kept):
+            raise PgError(
+                f"database {kept} does not exist on {self.conn.describe()}: there is nothing to revert "
+                f"{self.database} to. Nothing was changed."
+            )
+        ts = stamp(catalog.utcnow())
+        failed = self._free_name(FAILED_RESTORE + ts) if self._exists(self.database) else None
+        if not self.p.get("confirm") and not self.check_mode:
+            raise self._refuse(kept, failed)
+        result = {
+            "changed": True,
+            "database": self.database,
+            "mode": "revert",
+            "restored_database": self.database,
+            "previous_database": failed,
+            "reverted_from": kept,
+            "staging_database": None,
+            "verified": self.verified,
+            "assertions": [],
+            "warnings": self.warnings,
+        }
+        moves = (f"rename {self.database} to {failed} and " if failed else "") + f"rename {kept} to {self.database}"
+        if self.check_mode:
+            result["msg"] = f"check mode: would {moves}"
+            return result
+        attempts = self._swap(self.database, failed, kept)
+        kept_as = f" (the database it replaced is kept as {failed})" if failed else ""
+        result.update(
+            duration=round(time.monotonic() - started, 3),
+            swap_attempts=attempts,
+            msg=f"reverted {self.database} to {kept}{kept_as}",
+        )
+        return result
+
+
+def check_assertions(assertions):
+    """The assertions option as a list of {name, sql}; raises PgError naming what is wrong."""
+    checked = []
+    for index, item in enumerate(assertions or []):
+        if not isinstance(item, dict):
+            raise PgError(f"assertions[{index}] must be a dict with name and sql, not {item!r}")
+        name, sql = item.get("name"), item.get("sql")
+        if not isinstance(name, str) or not name.strip():
+            raise PgError(f"assertions[{index}] has no name")
+        if not isinstance(sql, str) or not sql.strip().rstrip(";").strip():
+            raise PgError(f"assertion '{name}' has no sql")
+        checked.append({"name": name, "sql": sql})
+    return checked
+
+
+def assertion_sql(sql):
+    """A read-only session that reports the assertion query's row count and its first row as JSON.
+
+    ``row_to_json`` keeps the columns' order, so the first column is the first key; the query
+    runs once (a CTE referenced twice is materialized).
+    """
+    body = sql.strip()
+    while body.endswith(";"):
+        body = body[:-1].rstrip()
+    rel = ASSERTION_RELATION
+    return (
+        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY;\n"  # noqa: S608 - the operator's own query
+        f"SET statement_timeout = {quote_literal(ASSERTION_STATEMENT_TIMEOUT)};\n"
+        f"WITH {rel} AS (\n{body}\n)\n"
+        f"SELECT (SELECT count(*) FROM {rel}) || ' ' || "
+        f"coalesce((SELECT row_to_json(a)::text FROM {rel} a LIMIT 1), '');\n"
+    )
+
+
+def assertion_outcome(out):
+    """What assertion_sql's output says: None for one row whose first column is true, else the problem."""
+    lines = [line for line in out.splitlines() if line.strip()]
+    count, _sep, first = (lines[-1] if lines else "0 ").partition(" ")
+    if count != "1":
+        return "returned no row" if count == "0" else f"returned {count} rows, expected one"
+    pairs = json.loads(first, object_pairs_hook=list)
+    value = pairs[0][1] if pairs else None
+    if value is True:
+        return None
+    if value is False or value is None:
+        return "returned {}".format("false" if value is False else "NULL")
+    return f"returned {json.dumps(value)}, not a boolean"
+
+
+def sql_error_text(err):
+    """The server's ERROR line of a failed psql run (without psql's location prefix), else the message."""
+    for line in (err.stderr or "").splitlines():
+        if "ERROR:" in line or "FATAL:" in line:
+            return " ".join(_PSQL_PREFIX_RE.sub("", line).split())
+    return err.msg
+
 
 def _kill_all(procs):
     for proc in procs:
@@ -643,8 +782,15 @@ def _kill_all(procs):
 def restore(params, check_mode=False, log=None):
     """Run one restore with module-style params; returns the result dict, raises PgError/CatalogError."""
     conn = Connection.from_params(params)
+    engine = None
     try:
-        return RestoreEngine(conn, params, check_mode=check_mode, log=log).run()
+        engine = RestoreEngine(conn, params, check_mode=check_mode, log=log)
+        return engine.run()
+    except PgError as err:
+        # What held before the failure (checksums, row counts, assertions): the verification record needs it.
+        if engine is not None and engine.verified:
+            err.details.setdefault("verified", list(engine.verified))
+        raise
     except OSError as err:
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         raise PgError(f"{err.strerror or err}{where}") from err

@@ -51,7 +51,7 @@ options:
   format:
     description:
       - V(directory) (default) - C(pg_dump -Fd -Z0 -j) O(jobs) with every table's file compressed by zstd while
-        pg_dump writes it; restores in parallel (C(pg_restore -j)) through named pipes, with no temporary copy.
+        pg_dump writes it; restores in parallel (C(pg_restore -j)) after a parallel decompression beside the backup.
         The fastest format, in both directions.
       - V(plain) - an SQL script; with O(compression=gzip) this is the plan's own C(pg_dump | gzip)
         C(.sql.gz). Restores with one C(psql) session.

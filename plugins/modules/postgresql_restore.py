@@ -21,6 +21,13 @@ description:
     manifest.
   - O(mode=into) - restores into the new database O(database) (which must not exist), with the same checks;
     nothing else is touched. Used by restore tests and backup verification.
+  - O(assertions) - the operator's SQL checks, run against the restored database after the table and row-count
+    checks, once it has its settings, and before the swap (O(mode=replace)) or at the end (O(mode=into)). A false
+    one fails the restore like any other check - the new database is dropped and the live one is untouched.
+  - O(mode=revert) - undoes a replace - swaps a kept previous database (O(previous_database), by default the newest
+    C(<database>__pre_restore_<timestamp>)) back in. Terminates the connections to both and, in one transaction,
+    renames the current O(database) (when it exists) to C(<database>__failed_restore_<timestamp>) and the previous
+    one to O(database). Nothing is dropped.
   - Any SQL error fails the restore (C(pg_restore --exit-on-error), C(psql -v ON_ERROR_STOP=1)). On any
     failure the new database is dropped and the live database is exactly as it was.
   - Passwords reach C(pg_restore) and C(psql) through the environment, never through their command line.
@@ -41,6 +48,7 @@ options:
     description:
       - O(mode=replace) - the database to replace (it may be missing).
       - O(mode=into) - the new database to restore into.
+      - O(mode=revert) - the database to give back its previous content (it may be missing).
     type: str
     required: true
     aliases: [db]
@@ -62,13 +70,14 @@ options:
   mode:
     description:
       - V(replace) swaps the restored database in for O(database); V(into) creates O(database) and leaves
-        everything else alone.
+        everything else alone; V(revert) swaps a kept previous database back in for O(database) (no backup is
+        read, the backup options are ignored).
     type: str
-    choices: [replace, into]
+    choices: [replace, into, revert]
     default: replace
   confirm:
     description:
-      - Must be V(true), or the module refuses (and changes nothing). Check mode does not need it.
+      - Must be V(true), or the module refuses (and changes nothing), in every mode. Check mode does not need it.
     type: bool
     default: false
   source_database:
@@ -95,9 +104,38 @@ options:
     default: 256MB
   work_dir:
     description:
-      - Where to make the small staging directory of a zstd directory backup (named pipes and toc). Defaults to
-        the system's temporary directory.
+      - Where to make the staging directory of a zstd directory backup, which holds the decompressed table data
+        while C(pg_restore) reads it (about the size of a plain SQL dump; removed afterwards). Defaults to the
+        backup's own directory (same filesystem - uncompressed files are hard-linked, not copied), or the system's
+        temporary directory when that is not writable.
     type: path
+  assertions:
+    description:
+      - SQL checks of the restored database, for example that C(_prisma_migrations) is not empty.
+      - Each query must return exactly one row whose first column is V(true). It runs in its own read-only session
+        (C(statement_timeout) 5 minutes) connected to the restored database, wrapped as a subquery, so write one
+        query (C(SELECT) or C(WITH)) without anything after it.
+      - "False, NULL, no row, several rows or an SQL error fail the restore with
+        C(assertion '<name>' failed: <what it returned or the SQL error>); the new database is dropped and the live
+        database is not touched."
+      - Not used in O(mode=revert).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      name:
+        description: A short name, used in messages and in RV(assertions).
+        type: str
+        required: true
+      sql:
+        description: The query.
+        type: str
+        required: true
+  previous_database:
+    description:
+      - O(mode=revert) - the kept database to swap back in. Defaults to the newest
+        C(<database>__pre_restore_<timestamp>) on the server (the one the last replace kept).
+    type: str
 notes:
   - The restore's own sessions run with C(synchronous_commit=off); the swap commits synchronously, which
     flushes all of it.
@@ -141,6 +179,24 @@ EXAMPLES = r"""
     backup_dir: /srv/tokotani/backups
     confirm: true
 
+- name: Restore with the shop's own checks; any false one leaves the live database untouched
+  tokotani.dr.postgresql_restore:
+    database: tokotani
+    backup_dir: /srv/tokotani/backups
+    confirm: true
+    assertions:
+      - name: prisma migrations applied
+        sql: SELECT count(*) > 0 FROM _prisma_migrations
+      - name: sessions table present
+        sql: SELECT to_regclass('public.sessions') IS NOT NULL
+
+- name: Undo the last replace - swap the database it kept back in
+  tokotani.dr.postgresql_restore:
+    database: tokotani
+    mode: revert
+    confirm: true
+  register: reverted
+
 - name: Restore from before the breach
   tokotani.dr.postgresql_restore:
     database: tokotani
@@ -151,13 +207,20 @@ EXAMPLES = r"""
 
 RETURN = r"""
 restored_database:
-  description: The database that now holds the backup.
+  description: The database that now holds the backup (O(mode=revert) - the previous content).
   returned: always
   type: str
   sample: tokotani
 previous_database:
-  description: Where the database it replaced was kept (null in O(mode=into), or when there was none).
+  description:
+    - Where the database it replaced was kept (null in O(mode=into), or when there was none).
+    - In O(mode=revert), the C(<database>__failed_restore_<timestamp>) the current database was renamed to.
   returned: always
+  type: str
+  sample: tokotani__pre_restore_20260105_083512
+reverted_from:
+  description: The kept database swapped back in (O(mode=revert)).
+  returned: when O(mode=revert)
   type: str
   sample: tokotani__pre_restore_20260105_083512
 staging_database:
@@ -167,11 +230,11 @@ staging_database:
   sample: tokotani__restore_20260105_083512
 backup:
   description: The backup restored (see RV(tokotani.dr.backup_info#module:backups) for the fields).
-  returned: always
+  returned: when O(mode) is V(replace) or V(into)
   type: dict
 backup_path:
   description: Path of the backup's data.
-  returned: always
+  returned: when O(mode) is V(replace) or V(into)
   type: str
   sample: /srv/tokotani/backups/backup_2026-01-05_02-00-00.dir
 mode:
@@ -185,7 +248,7 @@ duration:
   type: float
   sample: 12.4
 timings:
-  description: Seconds per phase - verify, load, check_analyze_settings, swap.
+  description: Seconds per phase - verify, load, check_analyze_settings, assertions (when given), swap.
   returned: success and not check mode
   type: dict
   sample: {"verify": 0.13, "load": 11.5, "check_analyze_settings": 0.67, "swap": 0.02}
@@ -200,12 +263,28 @@ rows:
   type: int
   sample: 7080944
 verified:
-  description: What was verified, in words.
+  description: What was verified, in words (on failure, what held before the failed check).
   returned: always
   type: list
   elements: str
   sample: ["sha256 of backup_2026-01-05_02-00-00.dir matches the manifest",
            "8 tables present with the manifest's row counts (7080944 rows)"]
+assertions:
+  description:
+    - The assertions that held, in order (empty in check mode, where nothing is restored).
+    - On failure the result has RV(assertions) up to the failed one (with C(ok=false) and C(problem)), C(assertion)
+      (its name) and C(failed_check).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "prisma migrations applied", "ok": true}]
+failed_check:
+  description:
+    - Which check failed - C(backup integrity), C(restore without SQL errors), C(tables present), C(row counts)
+      or C(assertion '<name>').
+  returned: failure, when a check of the backup or of the restored database failed
+  type: str
+  sample: row counts
 swap_attempts:
   description: How many tries the swap took (clients reconnecting make it retry).
   returned: success and not check mode
