@@ -30,6 +30,8 @@ import zlib
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
+# The result of the last restore test of a backup (tokotani.dr.backup_verify), beside its manifest.
+VERIFY_SUFFIX = ".verify.json"
 PARTIAL_SUFFIX = ".partial"
 LOCK_PREFIX = ".tokotani-backup."
 LOCK_SUFFIX = ".lock"
@@ -190,6 +192,10 @@ def parse_name(name):
 
 def manifest_name(stem):
     return stem + MANIFEST_SUFFIX
+
+
+def verify_name(stem):
+    return stem + VERIFY_SUFFIX
 
 
 def reserve_name(directory, dt, ext, max_tries=1000):
@@ -674,11 +680,16 @@ def plan_retention(entries, database, now, *, keep_days=14, keep_min=3, prune_le
 
 
 def delete_entry(entry):
-    """Remove a backup: its data first, then its manifest (a crash in between leaves an invalid entry)."""
+    """Remove a backup: its data first, then its manifest (a crash in between leaves an invalid entry).
+
+    The result of its last verification (``<stem>.verify.json``) goes with it.
+    """
     if entry.get("path"):
         remove_path(entry["path"])
     if entry.get("manifest_path"):
         remove_path(entry["manifest_path"])
+    if entry.get("directory") and entry.get("name"):
+        remove_path(os.path.join(entry["directory"], verify_name(entry["name"])))
     if entry.get("directory"):
         fsync_path(entry["directory"])
 
