@@ -1,0 +1,49 @@
+"""Testinfra checks after side_effect.yml broke and recovered the database five ways."""
+
+import json
+import os
+
+import testinfra.utils.ansible_runner
+
+testinfra_hosts = testinfra.utils.ansible_runner.AnsibleRunner(os.environ["MOLECULE_INVENTORY_FILE"]).get_hosts(
+    "tokotani_servers"
+)
+
+
+def psql(host, sql, db="tokotani"):
+    return host.check_output("runuser -u postgres -- psql -XAtq -d %s -c %s", db, sql)
+
+
+def test_both_processes_online(host):
+    procs = json.loads(host.check_output("pm2 jlist"))
+    assert {p["name"]: p["pm2_env"]["status"] for p in procs} == {
+        "tokotani-nextjs": "online",
+        "tokotani-engine-hub": "online",
+    }
+
+
+def test_health_answers_with_the_database(host):
+    out = host.check_output("curl -s -o /dev/null -w '%%{http_code}' http://127.0.0.1:3000/api/health")
+    assert out == "200"
+
+
+def test_every_database_is_accounted_for(host):
+    names = psql(host, "SELECT datname FROM pg_database WHERE datname LIKE 'tokotani%' ORDER BY 1", "postgres").split()
+    assert "tokotani" in names
+    # the corrupted-table recovery kept its previous database; the failed one was kept after the swap back
+    assert any(n.startswith("tokotani__pre_restore_") for n in names), names
+    assert any(n.startswith("tokotani__failed_restore_") for n in names), names
+    # no half-restored staging database is ever left behind
+    assert not any(n.startswith("tokotani__restore_") for n in names), names
+
+
+def test_live_database_is_the_one_from_before_the_failed_recovery(host):
+    assert psql(host, "SELECT to_regclass('before_failed_recovery') IS NOT NULL") == "t"
+    assert int(psql(host, "SELECT count(*) FROM products")) > 0
+
+
+def test_offsite_pull_left_a_verified_copy(host):
+    pulled = host.file("/srv/tokotani/shared/backups/offsite-pull")
+    assert pulled.is_directory
+    assert pulled.user == "postgres"
+    assert any(name.endswith(".manifest.json") for name in pulled.listdir())
