@@ -78,8 +78,8 @@ sandbox-down: venv
 	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
 
 # Until the drill role lands, the drill brings the sandbox up and reports its health.
-drill: sandbox-up
-	@echo "make drill: the sandbox is up and healthy (make sandbox-down removes it)"
+drill:
+	@SCALE=$(SCALE) scripts/drill.sh
 
 bench: venv
 	@$(ENSURE) postgres zstd
