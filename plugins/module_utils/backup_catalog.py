@@ -28,6 +28,8 @@ import shutil
 import time
 import zlib
 
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 # The result of the last restore test of a backup (tokotani.dr.backup_verify), beside its manifest.
@@ -71,18 +73,8 @@ REQUIRED_MANIFEST_KEYS = {
 }
 
 
-class CatalogError(Exception):
+class CatalogError(DrError):
     """A catalog problem with an operator-facing message."""
-
-    def __init__(self, msg, **details):
-        super().__init__(msg)
-        self.msg = msg
-        self.details = details
-
-    def to_dict(self):
-        out = {"msg": self.msg}
-        out.update(self.details)
-        return out
 
 
 # --------------------------------------------------------------------------- time

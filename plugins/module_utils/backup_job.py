@@ -63,66 +63,30 @@ from ansible_collections.tokotani.dr.plugins.module_utils import pg_backup, s3_o
 SECTIONS = ("backup", "offsite")
 # Options of the offsite section that the job sets itself (with their aliases).
 OFFSITE_SET_BY_JOB = ("mode", "backup", "before", "backup_dir", "database")
-SECRET_OPTIONS = {"backup": ("login_password",), "offsite": ("secret_key", "session_token")}
-
-
-def _names(spec, wanted):
-    """wanted option names of spec with all their aliases."""
-    names = set()
-    for name in wanted:
-        names.add(name)
-        names.update(spec.get(name, {}).get("aliases", ()))
-    return names
-
-
-def _section(config, name, required):
-    value = config.get(name)
-    if value is None:
-        if required:
-            raise specs.SpecError(f"the configuration has no '{name}' section")
-        return None
-    if not isinstance(value, dict):
-        raise specs.SpecError(f"'{name}' must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-def _given_secrets(section, values, spec, log):
-    for option in SECRET_OPTIONS[section]:
-        if _names(spec, [option]) & set(values):
-            log(
-                f"warning: {section}.{option} is set in the configuration file, which the postgres group can read: "
-                "move it to the environment file"
-            )
 
 
 def resolve_config(config, environ=None, log=None):
     """(backup params, offsite params or None) from the job's configuration; raises specs.SpecError."""
     log = log or (lambda msg: None)
-    if not isinstance(config, dict):
-        raise specs.SpecError("the configuration must be a JSON object")
-    unknown = sorted(set(config) - set(SECTIONS))
-    if unknown:
-        raise specs.SpecError(
-            f"unsupported top-level key(s): {', '.join(unknown)} (expected {', '.join(SECTIONS)} and status_file)"
-        )
-    backup_values = _section(config, "backup", required=True)
+    specs.check_top_level(config, SECTIONS)
     backup_spec = specs.backup_argument_spec()
-    _given_secrets("backup", backup_values, backup_spec, log)
+    backup_values = specs.job_section(config, "backup", backup_spec, required=True, log=log)
     try:
         backup = specs.resolve(backup_spec, backup_values, environ)
     except specs.SpecError as err:
         raise specs.SpecError(f"backup: {err}") from None
-    offsite_values = _section(config, "offsite", required=False)
+    offsite_spec = specs.offsite_argument_spec()
+    offsite_values = specs.job_section(
+        config,
+        "offsite",
+        offsite_spec,
+        set_by_job=OFFSITE_SET_BY_JOB,
+        why="the job pushes the new backup of the 'backup' section (its database and backup_dir) and prunes "
+        "that database's copies",
+        log=log,
+    )
     if offsite_values is None:
         return backup, None
-    offsite_spec = specs.offsite_argument_spec()
-    reserved = sorted(_names(offsite_spec, OFFSITE_SET_BY_JOB) & set(offsite_values))
-    if reserved:
-        raise specs.SpecError(
-            f"offsite: {', '.join(reserved)} cannot be set here: the job pushes the new backup of the 'backup' "
-            "section (its database and backup_dir) and prunes that database's copies"
-        )
-    _given_secrets("offsite", offsite_values, offsite_spec, log)
     values = dict(offsite_values, mode="push", backup_dir=backup["backup_dir"], database=backup["database"])
     try:
         offsite = specs.resolve(offsite_spec, values, environ)

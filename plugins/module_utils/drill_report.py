@@ -74,6 +74,8 @@ import os
 import re
 import tempfile
 
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+
 SCHEMA_VERSION = 1
 REPORT_KIND = "tokotani.dr.drill_report"
 RECOVERY_STATUSES = ("recovered", "reverted", "failed", "verified", "not_run")
@@ -158,18 +160,8 @@ CHECK_ADVICE = (
 )
 
 
-class DrillReportError(Exception):
+class DrillReportError(DrError):
     """A malformed drill record or an unusable destination, with an operator-facing message."""
-
-    def __init__(self, msg, **details):
-        super().__init__(msg)
-        self.msg = msg
-        self.details = details
-
-    def to_dict(self):
-        out = {"msg": self.msg}
-        out.update(self.details)
-        return out
 
 
 # --------------------------------------------------------------------------- formatting helpers

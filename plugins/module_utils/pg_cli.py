@@ -19,6 +19,8 @@ import subprocess
 import threading
 from collections import deque
 
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+
 TOOL_NAME = "tokotani.dr"
 TOOL_VERSION = "0.1.0"
 APPLICATION_NAME = "tokotani.dr"
@@ -28,27 +30,8 @@ STDERR_KEEP_LINES = 400
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 
-class PgError(Exception):
-    """A failure an operator can act on: a message, and the command, rc and stderr excerpt behind it."""
-
-    def __init__(self, msg, cmd=None, rc=None, stderr=None, **details):
-        super().__init__(msg)
-        self.msg = msg
-        self.cmd = cmd
-        self.rc = rc
-        self.stderr = stderr
-        self.details = details
-
-    def to_dict(self):
-        out = {"msg": self.msg}
-        if self.cmd is not None:
-            out["cmd"] = " ".join(self.cmd) if isinstance(self.cmd, (list, tuple)) else str(self.cmd)
-        if self.rc is not None:
-            out["rc"] = self.rc
-        if self.stderr:
-            out["stderr"] = self.stderr
-        out.update(self.details)
-        return out
+class PgError(DrError):
+    """A PostgreSQL failure an operator can act on (the message, and the command, rc and stderr behind it)."""
 
 
 def excerpt(text, lines=STDERR_EXCERPT_LINES):

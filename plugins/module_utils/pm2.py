@@ -29,6 +29,8 @@ import pwd
 import re
 import time
 
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+
 MASK = "********"
 SECRET_KEY_RE = re.compile(
     r"secret|token|password|passwd|pwd|key|credential|auth|cookie|session|private|dsn|database_url", re.IGNORECASE
@@ -134,27 +136,8 @@ main().catch((e) => { emit({ error: String((e && e.message) || e).split('\n')[0]
 """
 
 
-class Pm2Error(Exception):
-    """A failure an operator can act on: a message, and the command, rc and stderr excerpt behind it."""
-
-    def __init__(self, msg, cmd=None, rc=None, stderr=None, **details):
-        super().__init__(msg)
-        self.msg = msg
-        self.cmd = cmd
-        self.rc = rc
-        self.stderr = stderr
-        self.details = details
-
-    def to_dict(self):
-        out = {"msg": self.msg}
-        if self.cmd is not None:
-            out["cmd"] = " ".join(self.cmd) if isinstance(self.cmd, (list, tuple)) else str(self.cmd)
-        if self.rc is not None:
-            out["rc"] = self.rc
-        if self.stderr:
-            out["stderr"] = self.stderr
-        out.update(self.details)
-        return out
+class Pm2Error(DrError):
+    """A pm2 failure an operator can act on (the message, and the command, rc and stderr behind it)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import time
 import traceback
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 
 try:
     import boto3
@@ -130,7 +131,7 @@ MISSING_BUCKET_CODES = frozenset(("NoSuchBucket",))
 MISSING_OBJECT_CODES = frozenset(("NoSuchKey", "404", "NotFound", "NoSuchUpload"))
 
 
-class OffsiteError(Exception):
+class OffsiteError(DrError):
     """An offsite problem with an operator-facing message and a kind a playbook can test.
 
     kind is one of: bucket_missing, access_denied, no_credentials, endpoint_unreachable, tls,
@@ -138,15 +139,11 @@ class OffsiteError(Exception):
     """
 
     def __init__(self, kind, msg, **details):
-        super().__init__(msg)
+        super().__init__(msg, **details)
         self.kind = kind
-        self.msg = msg
-        self.details = details
 
     def to_dict(self):
-        out = {"msg": self.msg, "error": self.kind}
-        out.update(self.details)
-        return out
+        return {"msg": self.msg, "error": self.kind, **self.details}
 
 
 # --------------------------------------------------------------------------- pure helpers

@@ -281,3 +281,51 @@ def _resolve_element(name, index, options, item, environ):
         return resolve(options, item, environ)
     except SpecError as err:
         raise SpecError(f"{name}[{index}]: {err}") from None
+
+
+# --------------------------------------------------------------------------- runner job configurations
+
+
+def option_names(spec, wanted):
+    """The option names in wanted, with all their aliases."""
+    names = set()
+    for name in wanted:
+        names.add(name)
+        names.update(spec.get(name, {}).get("aliases", ()))
+    return names
+
+
+def check_top_level(config, keys):
+    """A runner job's configuration must be a JSON object with only these keys (and status_file)."""
+    if not isinstance(config, dict):
+        raise SpecError("the configuration must be a JSON object")
+    unknown = sorted(set(config) - set(keys))
+    if unknown:
+        expected = ", ".join(keys)
+        raise SpecError(f"unsupported top-level key(s): {', '.join(unknown)} (expected {expected} and status_file)")
+
+
+def job_section(config, name, spec, *, required=False, set_by_job=(), why="the job sets them", log=None):
+    """One section of a runner job's configuration (module options for ``spec``), or None when absent.
+
+    Options the job sets itself are refused (``why`` says who sets them); a secret option
+    (``no_log`` in the spec) given in the file is allowed with a warning, since the file is
+    readable by the service's group: secrets belong in the environment file.
+    """
+    value = config.get(name)
+    if value is None:
+        if required:
+            raise SpecError(f"the configuration has no '{name}' section")
+        return None
+    if not isinstance(value, dict):
+        raise SpecError(f"'{name}' must be a JSON object, not {type(value).__name__}")
+    reserved = sorted(option_names(spec, set_by_job) & set(value))
+    if reserved:
+        raise SpecError(f"{name}: {', '.join(reserved)} cannot be set here: {why}")
+    for option, opt in spec.items():
+        if opt.get("no_log") and option_names(spec, [option]) & set(value) and log:
+            log(
+                f"warning: {name}.{option} is set in the configuration file, which the postgres group can read: "
+                "move it to the environment file"
+            )
+    return value

@@ -67,57 +67,21 @@ KEYS = ("source", "restore", "offsite", "scratch_database", "work_dir")
 SOURCES = ("local", "offsite")
 RESTORE_SET_BY_JOB = ("database", "mode", "confirm", "previous_database")
 OFFSITE_SET_BY_JOB = ("mode", "backup", "before", "backup_dir", "database")
-SECRET_OPTIONS = {"restore": ("login_password",), "offsite": ("secret_key", "session_token")}
 SCRATCH_SUFFIX = "__verify"
 STALE_SCRATCH_SECONDS = 86400
 _STAMP_RE = re.compile(r"_(\d{8}_\d{6})$")
 
 
-def _names(spec, wanted):
-    """The option names in wanted with all their aliases."""
-    names = set()
-    for name in wanted:
-        names.add(name)
-        names.update(spec.get(name, {}).get("aliases", ()))
-    return names
-
-
-def _section(config, name):
-    value = config.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise specs.SpecError(f"'{name}' must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-def _checked_section(config, name, spec, log):
-    values = _section(config, name) or {}
-    reserved = sorted(_names(spec, RESTORE_SET_BY_JOB if name == "restore" else OFFSITE_SET_BY_JOB) & set(values))
-    if reserved:
-        raise specs.SpecError(f"{name}: {', '.join(reserved)} cannot be set here: the verification job sets them")
-    for option in SECRET_OPTIONS[name]:
-        if _names(spec, [option]) & set(values):
-            log(
-                f"warning: {name}.{option} is set in the configuration file, which the postgres group can read: "
-                "move it to the environment file"
-            )
-    return values
-
-
 def resolve_config(config, environ=None, log=None):
     """The job's plan: {source, restore (params), offsite (params or None), scratch, work_dir}. Raises SpecError."""
     log = log or (lambda msg: None)
-    if not isinstance(config, dict):
-        raise specs.SpecError("the configuration must be a JSON object")
-    unknown = sorted(set(config) - set(KEYS))
-    if unknown:
-        raise specs.SpecError(
-            f"unsupported top-level key(s): {', '.join(unknown)} (expected {', '.join(KEYS)} and status_file)"
-        )
+    specs.check_top_level(config, KEYS)
     source = config.get("source") or "local"
     if source not in SOURCES:
         raise specs.SpecError(f"source: {source!r} is not one of {', '.join(SOURCES)}")
     restore_spec = specs.restore_argument_spec()
-    values = _checked_section(config, "restore", restore_spec, log)
+    why = "the verification job sets them"
+    values = specs.job_section(config, "restore", restore_spec, set_by_job=RESTORE_SET_BY_JOB, why=why, log=log) or {}
     try:
         params = specs.resolve(restore_spec, dict(values, database="scratch", mode="into", confirm=True), environ)
     except specs.SpecError as err:
@@ -130,10 +94,10 @@ def resolve_config(config, environ=None, log=None):
         raise specs.SpecError("scratch_database must be a name other than the source database")
     offsite = None
     if source == "offsite":
-        if _section(config, "offsite") is None:
-            raise specs.SpecError("source offsite needs the 'offsite' section (bucket, prefix, ...)")
         offsite_spec = specs.offsite_argument_spec()
-        values = _checked_section(config, "offsite", offsite_spec, log)
+        values = specs.job_section(config, "offsite", offsite_spec, set_by_job=OFFSITE_SET_BY_JOB, why=why, log=log)
+        if values is None:
+            raise specs.SpecError("source offsite needs the 'offsite' section (bucket, prefix, ...)")
         values = dict(
             values,
             mode="pull",
