@@ -16,6 +16,7 @@ Pure standard library (no Ansible imports): modules, roles and a host-side timer
 from __future__ import annotations
 
 import calendar
+import concurrent.futures
 import datetime
 import errno
 import fcntl
@@ -38,6 +39,7 @@ PARTIAL_SUFFIX = ".partial"
 LOCK_PREFIX = ".tokotani-backup."
 LOCK_SUFFIX = ".lock"
 HASH_CHUNK = 1 << 20
+HASH_WORKERS = min(4, os.cpu_count() or 1)
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 
@@ -325,12 +327,16 @@ def listing_digest(files):
     return digest.hexdigest()
 
 
-def digest_tree(path):
-    """(sha256, files) of a directory backup; files maps relative path -> {size, sha256}."""
-    files = {}
-    for rel in tree_files(path):
-        full = os.path.join(path, rel)
-        files[rel] = {"size": os.path.getsize(full), "sha256": sha256_file(full)}
+def digest_tree(path, workers=HASH_WORKERS):
+    """(sha256, files) of a directory backup; files maps relative path -> {size, sha256}.
+
+    The files are hashed ``workers`` at a time (hashlib releases the GIL on large buffers), the
+    largest first, so a backup of a few big tables is not hashed one core at a time.
+    """
+    rels = sorted(tree_files(path), key=lambda rel: os.path.getsize(os.path.join(path, rel)), reverse=True)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        sums = dict(zip(rels, pool.map(lambda rel: sha256_file(os.path.join(path, rel)), rels), strict=True))
+    files = {rel: {"size": os.path.getsize(os.path.join(path, rel)), "sha256": sums[rel]} for rel in sorted(rels)}
     return listing_digest(files), files
 
 

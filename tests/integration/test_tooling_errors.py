@@ -92,3 +92,33 @@ def test_role_variable_of_the_wrong_type(tmp_path):
     assert "int" in msg
     # The failure is the argument check, before any task of the role ran.
     assert len(out["plays"][0]["tasks"]) == 1
+
+
+def test_drill_refuses_a_production_inventory(tmp_path):
+    # An inventory marked production, whose host does not exist: the refusal must come before
+    # any task could reach a server (the connection would fail loudly if one tried).
+    inventory = tmp_path / "production.yml"
+    inventory.write_text(
+        "all:\n"
+        "  vars:\n"
+        "    tokotani_environment: production\n"
+        "    ansible_connection: community.docker.docker\n"
+        "  children:\n"
+        "    tokotani_servers:\n"
+        "      hosts:\n"
+        "        no-such-production-server:\n"
+    )
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="json")
+    result = run(["ansible-playbook", "-i", str(inventory), "playbooks/dr_drill.yml"], env=env)
+    assert result.returncode != 0
+    out = json.loads(result.stdout)
+    failures = [
+        host["msg"]
+        for play in out["plays"]
+        for task in play["tasks"]
+        for host in task["hosts"].values()
+        if host.get("failed")
+    ]
+    assert len(failures) == 1, failures
+    assert "no-such-production-server is marked tokotani_environment=production" in failures[0]
+    assert "-e dr_drill_allow_production=true" in failures[0]

@@ -74,3 +74,20 @@ def test_drill_printed_the_summary_and_no_secret():
     out = (EPHEMERAL / "drill-output.txt").read_text()
     assert "database_recovery" in out and "rc=0" in out
     assert "sandbox-secret-do-not-print" not in out
+
+
+def test_a_failed_scenario_still_writes_its_report_and_fails_the_drill():
+    out = (EPHEMERAL / "failed-drill-output.txt").read_text()
+    assert "rc=0" not in out
+    doc = json.loads((EPHEMERAL / "reports-failed" / "latest.json").read_text())
+    jsonschema.validate(doc, json.loads(SCHEMA.read_text()))
+    assert doc["verdict"] == "fail"
+    (scenario,) = doc["scenarios"]
+    assert scenario["verdict"] == "fail"
+    # the database had been dropped: nothing to swap back, the restored one stays live
+    assert scenario["recovery"]["status"] == "failed"
+    assert "step health failed" in scenario["recovery"]["failure"]
+    assert scenario["rto"]["measured_seconds"] is None
+    assert any(lesson["code"] == "recovery_failed" for lesson in scenario["lessons_learned"])
+    assert (EPHEMERAL / "reports-failed" / "latest.html").exists()
+    assert (EPHEMERAL / "reports-failed" / "latest.md").exists()
