@@ -447,6 +447,27 @@ def _entry_base(directory, stem, kind):
     }
 
 
+def fill_from_manifest(entry, doc, stem, stored_as):
+    """What a catalog entry (local, or offsite in s3_offsite) takes from its manifest: the backup's
+    fields, its timestamp, and the problems of a manifest stored under another name."""
+    entry.update(
+        database=doc["database"],
+        format=doc["format"],
+        compression=doc["compression"],
+        size=doc["size"],
+        sha256=doc["sha256"],
+        label=doc.get("label"),
+        started_at=doc["started_at"],
+        finished_at=doc["finished_at"],
+    )
+    try:
+        entry["timestamp"] = parse_timestamp(doc["started_at"]).timestamp()
+    except CatalogError:
+        entry["problems"].append("the manifest's started_at is not a timestamp")
+    if doc["name"] != stem:
+        entry["problems"].append(f"the manifest names {doc['name']} but is stored as {stored_as}")
+
+
 def managed_entry(directory, manifest_file):
     """The catalog entry of a manifest file, checked structurally (no checksums yet)."""
     stem = manifest_file[: -len(MANIFEST_SUFFIX)]
@@ -459,24 +480,8 @@ def managed_entry(directory, manifest_file):
         return entry
     entry["manifest"] = doc
     data_path = os.path.join(directory, doc["data"])
-    entry.update(
-        path=data_path,
-        database=doc["database"],
-        format=doc["format"],
-        compression=doc["compression"],
-        size=doc["size"],
-        sha256=doc["sha256"],
-        label=doc.get("label"),
-        started_at=doc["started_at"],
-        finished_at=doc["finished_at"],
-        tables=len(doc["tables"]),
-    )
-    try:
-        entry["timestamp"] = parse_timestamp(doc["started_at"]).timestamp()
-    except CatalogError:
-        entry["problems"].append("the manifest's started_at is not a timestamp")
-    if doc["name"] != stem:
-        entry["problems"].append(f"the manifest names {doc['name']} but is stored as {manifest_file}")
+    fill_from_manifest(entry, doc, stem, manifest_file)
+    entry.update(path=data_path, tables=len(doc["tables"]))
     entry["problems"].extend(_data_problems(doc, data_path))
     entry["valid"] = not entry["problems"]
     return entry

@@ -488,25 +488,8 @@ def build_entries(objects, prefix, docs):
 
 def _fill_entry(entry, doc, prefix, objects, present):
     manifest_key, data_key, files = key_layout(prefix, doc)
-    entry.update(
-        data=doc["data"],
-        data_key=data_key,
-        database=doc["database"],
-        format=doc["format"],
-        compression=doc["compression"],
-        size=doc["size"],
-        sha256=doc["sha256"],
-        label=doc.get("label"),
-        started_at=doc["started_at"],
-        finished_at=doc["finished_at"],
-        objects=len(present),
-    )
-    try:
-        entry["timestamp"] = catalog.parse_timestamp(doc["started_at"]).timestamp()
-    except catalog.CatalogError:
-        entry["problems"].append("the manifest's started_at is not a timestamp")
-    if doc["name"] != entry["name"]:
-        entry["problems"].append(f"the manifest names {doc['name']} but is stored as {manifest_key}")
+    catalog.fill_from_manifest(entry, doc, entry["name"], manifest_key)
+    entry.update(data=doc["data"], data_key=data_key, objects=len(present))
     if doc["format"] == "directory":
         missing = [rel for rel in files if rel not in present]
         extra = sorted(rel for rel in present if rel not in files)
