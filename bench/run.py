@@ -12,6 +12,9 @@ other on the same cluster:
            community.postgresql.postgresql_db  state=restore (through ansible)
            tokotani.dr.postgresql_restore      mode replace over the shop database: checksum
                                                verification, checks, ANALYZE and swap included
+           floor: pg_restore -j alone              from an uncompressed copy of our backup, nothing
+                                               checked: the least any pg_restore-based restore
+                                               can take, with the CPU-seconds it needs
 
 and prints wall times, sizes, the ratios to the plan's pipeline and the targets of the issue,
 plus the peak RSS of the module process (VmHWM of the AnsiballZ process, sampled from /proc).
@@ -198,6 +201,25 @@ class PeakRss:
         self._thread.join()
 
 
+class BusyCpu:
+    """CPU-seconds the whole machine spent busy (all cores, /proc/stat) while the block ran."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    @staticmethod
+    def _busy() -> int:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(fields) - fields[3] - fields[4]  # everything but idle and iowait
+
+    def __enter__(self):
+        self._start = self._busy()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = (self._busy() - self._start) / os.sysconf("SC_CLK_TCK")
+
+
 def ansible(module: str, args: dict) -> tuple[float, dict, float]:
     """Run one module through ansible (no pipelining, so the module process can be watched).
 
@@ -327,20 +349,34 @@ def run_backups(cluster: Cluster, work: Path, jobs: int) -> dict:
     return out
 
 
+def stage_uncompressed(backup: Path, stage: Path) -> None:
+    """An uncompressed copy of a directory backup (zstd -d of every .zst), for the floor run."""
+    stage.mkdir()
+    for item in backup.iterdir():
+        if item.name.endswith(".zst"):
+            subprocess.run(["zstd", "-q", "-d", str(item), "-o", str(stage / item.name[:-4])], check=True)
+        else:
+            shutil.copyfile(item, stage / item.name)
+    if os.geteuid() == 0:
+        for item in [stage, *stage.iterdir()]:
+            shutil.chown(item, "postgres")
+
+
 def run_restores(cluster: Cluster, work: Path, backup_path: str, jobs: int) -> dict:
     out = {}
     checkpoint(cluster)
     log("createdb + gunzip | psql (the plan)")
     start = time.monotonic()
-    cluster.psql("CREATE DATABASE shop_plan;")
-    pipeline(
-        [
-            ["gzip", "-d", "-c", str(work / "plan.sql.gz")],
-            [str(PG_BINDIR / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d", "shop_plan"],
-        ],
-        cluster.env("shop_plan"),
-    )
-    out["plan_gunzip_psql"] = {"seconds": time.monotonic() - start}
+    with BusyCpu() as cpu:
+        cluster.psql("CREATE DATABASE shop_plan;")
+        pipeline(
+            [
+                ["gzip", "-d", "-c", str(work / "plan.sql.gz")],
+                [str(PG_BINDIR / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-d", "shop_plan"],
+            ],
+            cluster.env("shop_plan"),
+        )
+    out["plan_gunzip_psql"] = {"seconds": time.monotonic() - start, "busy_cpu_seconds": round(cpu.seconds, 2)}
     cluster.psql("DROP DATABASE shop_plan;")
     checkpoint(cluster)
     log("community.postgresql.postgresql_db state=restore")
@@ -360,25 +396,42 @@ def run_restores(cluster: Cluster, work: Path, backup_path: str, jobs: int) -> d
     cluster.psql("DROP DATABASE shop_community;")
     checkpoint(cluster)
     log("tokotani.dr.postgresql_restore (replace: verify, restore, check, ANALYZE, swap)")
-    wall, result, rss = ansible(
-        "tokotani.dr.postgresql_restore",
-        {
-            "database": DB,
-            "backup": backup_path,
-            "confirm": True,
-            "jobs": jobs,
-            "login_unix_socket": str(cluster.socket_dir),
-            "login_port": cluster.port,
-        },
-    )
+    with BusyCpu() as cpu:
+        wall, result, rss = ansible(
+            "tokotani.dr.postgresql_restore",
+            {
+                "database": DB,
+                "backup": backup_path,
+                "confirm": True,
+                "jobs": jobs,
+                "login_unix_socket": str(cluster.socket_dir),
+                "login_port": cluster.port,
+            },
+        )
     out["ours_restore"] = {
         "seconds": result["duration"],
         "ansible_wall_seconds": wall,
+        "busy_cpu_seconds_with_ansible": round(cpu.seconds, 2),
         "peak_rss_mb": round(rss, 1),
         "timings": result["timings"],
         "rows_checked": result["rows"],
     }
     cluster.psql(f'DROP DATABASE "{result["previous_database"]}";')
+    # The floor of any pg_restore-based restore: pg_restore -j alone from an uncompressed copy,
+    # no checksum, no decompression, no checks, no ANALYZE, no swap.
+    stage = work / "floor-stage"
+    stage_uncompressed(Path(backup_path), stage)
+    checkpoint(cluster)
+    log(f"floor: pg_restore -j {jobs} alone, from an uncompressed copy, nothing checked")
+    cluster.psql("CREATE DATABASE shop_floor;")
+    with BusyCpu() as cpu:
+        seconds = pipeline(
+            [[str(PG_BINDIR / "pg_restore"), "--exit-on-error", "-j", str(jobs), "-d", "shop_floor", str(stage)]],
+            cluster.env("shop_floor"),
+        )
+    out["floor_pg_restore"] = {"seconds": seconds, "busy_cpu_seconds": round(cpu.seconds, 2)}
+    cluster.psql("DROP DATABASE shop_floor;")
+    shutil.rmtree(stage)
     return out
 
 
@@ -387,6 +440,21 @@ def run_restores(cluster: Cluster, work: Path, backup_path: str, jobs: int) -> d
 
 def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
+
+
+def floor_line(res: dict) -> str:
+    """What the floor run says about the best ratio any pg_restore-based restore can reach here."""
+    r = res["restore"]
+    plan, floor = r["plan_gunzip_psql"], r["floor_pg_restore"]
+    cpus = res["host"]["cpus"]
+    best = floor["busy_cpu_seconds"] / cpus
+    res["ratios"]["restore_ceiling_vs_plan"] = round(plan["seconds"] / best, 2)
+    return (
+        f"pg_restore alone needs {floor['busy_cpu_seconds']:.1f} CPU-seconds ({floor['seconds']:.2f} s wall); "
+        f"on {cpus} cores no pg_restore-based restore beats {best:.2f} s, at most "
+        f"{plan['seconds'] / best:.2f}x the plan (which used {plan['busy_cpu_seconds']:.1f} CPU-seconds "
+        f"in {plan['seconds']:.2f} s)"
+    )
 
 
 def report(res: dict) -> list[str]:
@@ -409,6 +477,7 @@ def report(res: dict) -> list[str]:
         ("restore", "createdb + gunzip | psql (the plan)", plan_r, None),
         ("restore", "community.postgresql.postgresql_db restore", r["community_restore"]["seconds"], None),
         ("restore", "tokotani.dr.postgresql_restore (replace)", ours_r["seconds"], None),
+        ("restore", "floor: pg_restore -j alone, nothing checked", r["floor_pg_restore"]["seconds"], None),
     ]
     lines = [f"{'':8}{'run':52}{'seconds':>9}{'MB':>9}{'vs plan':>10}"]
     for kind, name, seconds, size in rows:
@@ -441,6 +510,7 @@ def report(res: dict) -> list[str]:
         f"{verdict(res['targets']['backup_vs_limit'])}",
         f"restore: {speed_r:.2f}x faster than gunzip | psql, checks and swap included (target >= "
         f"{TARGET_RESTORE_SPEEDUP}x): {verdict(res['targets']['restore_speedup'])}",
+        f"restore: {floor_line(res)}",
         f"memory : module process peak RSS {rss:.0f} MB (target < {TARGET_RSS_MB} MB): "
         f"{verdict(res['targets']['memory'])}",
         f"(module durations; with ansible's own start-up: backup {ours_b['ansible_wall_seconds']:.2f} s, "
@@ -463,6 +533,7 @@ def main() -> int:
             print(f"{PG_BINDIR / tool} is missing: install postgresql-15 (make bench does)", file=sys.stderr)
             return 2
     base = Path(opts.workdir or tempfile.mkdtemp(prefix="tokotani-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     work = base / "work"
     work.mkdir(parents=True, exist_ok=True)
