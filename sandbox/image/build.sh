@@ -97,7 +97,8 @@ tar -C "$root" --numeric-owner -c . | docker import \
   - "$name:$tag" >/dev/null
 docker tag "$name:$tag" "$name:latest"
 # Drop builds of older recipes (kept if a container still uses them).
-docker images "$name" --format '{{.Tag}}' | grep -vx -e latest -e "$tag" \
+# (grep finds nothing on a fresh machine and exits 1: not an error under pipefail.)
+{ docker images "$name" --format '{{.Tag}}' | grep -vx -e latest -e "$tag" || true; } \
   | while read -r old; do docker rmi "$name:$old" >/dev/null 2>&1 || true; done
 log "built $name:$tag in $(( $(date +%s) - start )) s"
 echo "$name:$tag"
