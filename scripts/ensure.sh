@@ -71,6 +71,16 @@ pg_bindir() {
 
 ensure_postgres() {
   pg_bindir >/dev/null || apt_install "PostgreSQL 15 server binaries" postgresql-15 postgresql-client-15
+  # The integration tier runs the minor release the servers get from Debian: 15.20's pg_restore
+  # refuses what 15.18's accepted (FIFOs in a directory archive), and only the containers saw it.
+  local installed candidate
+  installed=$(dpkg-query -W -f='${Version}' postgresql-15 2>/dev/null || true)
+  candidate=$(apt-cache policy postgresql-15 2>/dev/null | awk '/Candidate:/ {print $2}')
+  if [ "$(id -u)" = 0 ] && [ -n "$installed" ] && [ -n "$candidate" ] && [ "$candidate" != "(none)" ] \
+      && dpkg --compare-versions "$candidate" gt "$installed"; then
+    ( apt_install "PostgreSQL $candidate (installed: $installed)" postgresql-15 postgresql-client-15 ) \
+      || log "warning: PostgreSQL stays at $installed (the upgrade to $candidate failed, see above)"
+  fi
   pg_bindir >/dev/null || die "initdb not found under /usr/lib/postgresql/15/bin after install"
   id postgres >/dev/null 2>&1 || die "the postgres system user is missing (it comes with the postgresql-15 package)"
 }
