@@ -79,6 +79,12 @@ CREATE TABLE public.events_2026 PARTITION OF public.events FOR VALUES FROM ('202
 INSERT INTO public.events SELECT g, date '2025-06-01' + g FROM generate_series(1, 400) g;
 """
 
+# One applied Prisma migration: what the plan's default assertion "migrations applied" looks for.
+MIGRATION_SQL = (
+    "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at, applied_steps_count) "
+    "VALUES ('00000000-0000-0000-0000-000000000001', repeat('a', 64), now(), '0001_init', now(), 1);"
+)
+
 DATABASE_SETTINGS_SQL = """
 ALTER DATABASE {db} SET search_path TO "$user", public, "toko_δ";
 ALTER DATABASE {db} SET statement_timeout TO '5min';

@@ -7,13 +7,9 @@ Every failure asserts the operator-facing message AND that the live database is 
 from __future__ import annotations
 
 import pytest
-from backup_support import conn_args, databases, drop_db, load_shop, run_module, table_checksums
+from backup_support import MIGRATION_SQL, conn_args, databases, drop_db, load_shop, run_module, table_checksums
 
 LIVE = "ra_live"
-MIGRATION_SQL = (
-    "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at, applied_steps_count) "
-    "VALUES ('00000000-0000-0000-0000-000000000001', repeat('a', 64), now(), '0001_init', now(), 1);"
-)
 GOOD = [
     {"name": "migrations applied", "sql": "SELECT EXISTS (SELECT 1 FROM _prisma_migrations);"},
     {"name": "sessions table present", "sql": "SELECT to_regclass('public.sessions') IS NOT NULL"},

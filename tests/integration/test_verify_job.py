@@ -14,15 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from backup_support import ROOT, conn_args, copy_backup, databases, drop_db, load_shop, run_module
+from backup_support import MIGRATION_SQL, ROOT, conn_args, copy_backup, databases, drop_db, load_shop, run_module
 from s3_support import serve_moto
 
 DB = "vj_src"
 SCRATCH_PREFIX = f"{DB}__verify"
-MIGRATION_SQL = (
-    "INSERT INTO _prisma_migrations (id, checksum, finished_at, migration_name, started_at, applied_steps_count) "
-    "VALUES ('00000000-0000-0000-0000-000000000001', repeat('a', 64), now(), '0001_init', now(), 1);"
-)
 PLAN_ASSERTIONS = [
     {"name": "migrations applied", "sql": "SELECT EXISTS (SELECT 1 FROM _prisma_migrations)"},
     {"name": "sessions table present", "sql": "SELECT to_regclass('public.sessions') IS NOT NULL"},
