@@ -26,10 +26,13 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
 import zlib
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import is_relpath, schema_problems
+from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import properties_problems
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -60,19 +63,8 @@ EXTENSIONS = {
 }
 LEGACY_EXTENSIONS = ("sql.gz",)
 
-REQUIRED_MANIFEST_KEYS = {
-    "manifest_version": int,
-    "name": str,
-    "data": str,
-    "database": str,
-    "format": str,
-    "compression": str,
-    "size": int,
-    "sha256": str,
-    "started_at": str,
-    "finished_at": str,
-    "tables": list,
-}
+# How far in the future a manifest's started_at may lie (clock skew between hosts), in seconds.
+FUTURE_TOLERANCE = 300
 
 
 class CatalogError(DrError):
@@ -97,11 +89,11 @@ def parse_timestamp(value):
         return None
     if isinstance(value, datetime.datetime):
         return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
-    if isinstance(value, (int, float)):
-        return datetime.datetime.fromtimestamp(float(value), datetime.UTC)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return _from_epoch(value, value)
     text = str(value).strip()
     if re.match(r"^\d+(\.\d+)?$", text):
-        return datetime.datetime.fromtimestamp(float(text), datetime.UTC)
+        return _from_epoch(float(text), value)
     match = re.match(r"^(?:backup_)?(\d{4}-\d{2}-\d{2})_(\d{2})-(\d{2})-(\d{2})", text)
     if match:
         text = "{}T{}:{}:{}".format(*match.groups())
@@ -118,6 +110,16 @@ def parse_timestamp(value):
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=datetime.UTC)
     return dt.astimezone(datetime.UTC)
+
+
+def _from_epoch(seconds, shown):
+    try:
+        return datetime.datetime.fromtimestamp(float(seconds), datetime.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise CatalogError(
+            f"the timestamp {shown!r} is out of range: give epoch seconds between 0 and 253402300799, "
+            "ISO 8601 such as 2026-01-05T02:00:00Z, or a backup name such as backup_2026-01-05_02-00-00"
+        ) from None
 
 
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -302,11 +304,43 @@ def free_bytes(path):
 
 
 def sha256_file(path):
+    """The sha256 of a regular file; a symbolic link is refused (O_NOFOLLOW), never followed."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as handle:
         for chunk in iter(lambda: handle.read(HASH_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def confined_join(base, rel):
+    """base/rel for a name read back from a manifest, a bucket key or a listing, refused unless rel is a
+    plain relative path (no absolute path, '..', empty or NUL part, backslash) and nothing on the way
+    from base to it is a symbolic link. Nothing is created; raises CatalogError."""
+    if not is_relpath(rel):
+        raise CatalogError(f"refusing the file name {rel!r}: not a plain relative path inside the backup")
+    path = base
+    for part in rel.split("/"):
+        path = os.path.join(path, part)
+        if os.path.islink(path):
+            raise CatalogError(f"refusing {path}: a symbolic link inside a backup is never followed")
+    root = os.path.realpath(base)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise CatalogError(f"refusing the file name {rel!r}: it leads outside {base}")
+    return path
+
+
+def tree_specials(path):
+    """Sorted relative paths of what under path is not a directory or a regular file (symbolic links,
+    named pipes, devices): a backup made by this tool holds none, and none is ever followed."""
+    found = []
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            mode = os.lstat(full).st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                found.append(os.path.relpath(full, path))
+    return sorted(found)
 
 
 def tree_files(path):
@@ -369,16 +403,16 @@ def gzip_magic(path):
 # --------------------------------------------------------------------------- manifests
 
 
-def manifest_problems(doc):
-    """What is wrong with a manifest document (an empty list when it is well-formed)."""
-    if not isinstance(doc, dict):
-        return ["the manifest is not a JSON object"]
-    problems = []
-    for key, kind in REQUIRED_MANIFEST_KEYS.items():
-        if key not in doc:
-            problems.append(f"the manifest has no {key}")
-        elif not isinstance(doc[key], kind) or (kind is int and isinstance(doc[key], bool)):
-            problems.append(f"the manifest's {key} is not a {kind.__name__}")
+def manifest_problems(doc, now=None):
+    """What is wrong with a manifest document (an empty list when it is well-formed).
+
+    The types and forms of every field come from the one schema (manifest_schema); on top of it:
+    the version is one this tool reads, the data name is the backup's name with the extension of
+    its format and compression (so it is a plain name in the backup's own directory), started_at
+    falls in the second its name says, and it does not lie more than FUTURE_TOLERANCE seconds
+    ahead of now (a manifest dated 2099 would otherwise be "latest" for ever).
+    """
+    problems = schema_problems(doc)
     if problems:
         return problems
     if doc["manifest_version"] > MANIFEST_VERSION:
@@ -388,18 +422,41 @@ def manifest_problems(doc):
         )
     if (doc["format"], doc["compression"]) not in EXTENSIONS:
         problems.append("unknown format/compression {}/{}".format(doc["format"], doc["compression"]))
-    if not re.match(r"^[0-9a-f]{64}$", doc["sha256"]):
-        problems.append("the manifest's sha256 is not a sha256")
+    elif doc["data"] != "{}.{}".format(doc["name"], EXTENSIONS[(doc["format"], doc["compression"])]):
+        problems.append(
+            "the manifest's data name {!r} is not {}.{}".format(
+                doc["data"], doc["name"], EXTENSIONS[(doc["format"], doc["compression"])]
+            )
+        )
     if doc["format"] == "directory" and not isinstance(doc.get("files"), dict):
         problems.append("a directory backup's manifest has no file list")
-    if "/" in doc["data"] or doc["data"] in ("", ".", ".."):
-        problems.append("the manifest's data name {!r} is not a plain name".format(doc["data"]))
-    for table in doc["tables"]:
-        if not (
-            isinstance(table, dict) and isinstance(table.get("rows"), int) and "schema" in table and "name" in table
-        ):
-            problems.append("the manifest's table list is malformed")
-            break
+    if doc["format"] != "directory" and doc.get("files") is not None:
+        problems.append(f"a {doc['format']} backup's manifest has a file list")
+    problems.extend(_time_problems(doc, now or utcnow()))
+    problems.extend(properties_problems(doc.get("database_properties")))
+    return problems
+
+
+def _time_problems(doc, now):
+    parsed = parse_name(doc["name"] + ".x")
+    try:
+        started = parse_timestamp(doc["started_at"])
+        parse_timestamp(doc["finished_at"])
+    except CatalogError:
+        return ["the manifest's started_at or finished_at is not a timestamp"]
+    problems = []
+    if parsed is None:
+        problems.append(f"the manifest's name {doc['name']} holds no valid date")
+    elif int(started.timestamp()) != int(parsed["timestamp"].timestamp()):
+        problems.append(
+            f"the manifest's started_at {doc['started_at']} is not the time in its name {doc['name']} "
+            "(a manifest edited or renamed by someone else)"
+        )
+    if started.timestamp() > now.timestamp() + FUTURE_TOLERANCE:
+        problems.append(
+            f"the manifest's started_at {doc['started_at']} lies in the future (now {iso(now)}): "
+            "a clock far ahead, or a forged manifest"
+        )
     return problems
 
 
@@ -494,12 +551,26 @@ def _data_problems(doc, data_path):
         if os.path.lexists(data_path + PARTIAL_SUFFIX):
             return [f"incomplete: only {data}{PARTIAL_SUFFIX} exists (an interrupted backup)"]
         return [f"the data {data} is missing"]
+    if os.path.islink(data_path):
+        return [f"the data {data} is a symbolic link: refused, never followed"]
     is_dir = os.path.isdir(data_path)
     if is_dir != (doc["format"] == "directory"):
         return [f"the data {data} is not a {'file' if is_dir else 'directory'}"]
     if not is_dir:
         size = os.path.getsize(data_path)
         return [] if size == doc["size"] else [f"{data} has {size} bytes, the manifest says {doc['size']} (truncated?)"]
+    return _tree_problems(doc, data_path)
+
+
+def _tree_problems(doc, data_path):
+    """What is wrong with a directory backup's tree: anything but plain files, files missing or extra, sizes."""
+    data = doc["data"]
+    specials = tree_specials(data_path)
+    if specials:
+        return [
+            f"{data} holds what a backup never does (symbolic links or special files, refused, never followed): "
+            + ", ".join(specials[:10])
+        ]
     present = set(tree_files(data_path))
     listed = set(doc["files"])
     problems = []
@@ -528,6 +599,10 @@ def legacy_entry(directory, name):
         mtime = os.path.getmtime(path)
         entry["timestamp"] = mtime
         entry["started_at"] = epoch_to_iso(mtime)
+    if os.path.islink(path):
+        entry.update(path=path, format="plain", compression="gzip", size=None)
+        entry["problems"].append(f"{name} is a symbolic link: refused, never followed")
+        return entry
     entry.update(path=path, format="plain", compression="gzip", size=os.path.getsize(path))
     if not gzip_magic(path):
         entry["problems"].append(f"{name} is not a gzip file")

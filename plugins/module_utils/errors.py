@@ -31,3 +31,18 @@ class DrError(Exception):
             out["stderr"] = self.stderr
         out.update(self.details)
         return out
+
+
+def call(fn, *args, **kwargs):
+    """(fn's result, None), or (None, the DrError's dict) when it raised one.
+
+    Modules call ``fail_json`` with that dict after this returns, outside any ``except`` block:
+    ansible-core 2.19 attaches the exception being handled to a ``fail_json`` made inside one,
+    and an operator reading "An exception occurred during task execution" looks for a crash in
+    what was a plain refusal.
+    """
+    try:
+        return fn(*args, **kwargs), None
+    except DrError as err:
+        failure = err.to_dict()
+    return None, failure

@@ -20,6 +20,7 @@ import threading
 from collections import deque
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import DATABASE_PRIVILEGES
 
 TOOL_NAME = "tokotani.dr"
 TOOL_VERSION = "0.1.0"
@@ -316,12 +317,29 @@ class Psql:
         argv = self.argv(dbname, [*extra, "-f", "-"])
         rc, out, err = run(argv, self.conn, input_text=sql, timeout=timeout)
         if rc != 0:
-            err = self.conn.redact(err)
-            message = connection_failure_message(self.conn, dbname, err)
-            if message is None:
-                message = f"{what} failed on database {dbname}: {excerpt(err, 3) or f'psql rc {rc}'}"
-            raise PgError(message, cmd=argv, rc=rc, stderr=excerpt(err))
+            raise self._failure(what, dbname, argv, rc, err)
         return out
+
+    def _failure(self, what, dbname, argv, rc, err):
+        err = self.conn.redact(err)
+        message = connection_failure_message(self.conn, dbname, err)
+        if message is None:
+            message = f"{what} failed on database {dbname}: {excerpt(err, 3) or f'psql rc {rc}'}"
+        return PgError(message, cmd=argv, rc=rc, stderr=excerpt(err))
+
+    def run_command(self, sql, dbname, timeout=None, what="statement", env_extra=None):
+        """Send sql to the server as one query string (psql -c): psql reads none of it, so no
+        backslash meta-command and no :variable in it is ever interpreted. Returns stdout."""
+        if sql.lstrip().startswith("\\"):
+            raise PgError(f"{what}: refusing to send a psql meta-command")
+        argv = self.argv(dbname, ["-c", sql])
+        extra = dict(env_extra or {})
+        # quote_literal relies on it: a database-level 'off' must not change how literals read.
+        extra["PGOPTIONS"] = ("-c standard_conforming_strings=on " + extra.get("PGOPTIONS", "")).strip()
+        rc, out, err = run(argv, self.conn, timeout=timeout, env_extra=extra)
+        if rc != 0:
+            raise self._failure(what, dbname, [*argv[:-1], "<sql>"], rc, err)
+        return out, err
 
     def query_json(self, sql, dbname, variables=None, timeout=None, what="query"):
         """Rows of a query whose single column is json: a list of parsed documents."""
@@ -411,15 +429,96 @@ _LIST_GUCS = {
     "local_preload_libraries",
     "unix_socket_directories",
 }
+# Settings a manifest may never carry, whatever the server says about them: they load code
+# (libraries), switch the session's identity, or turn off integrity checks.
+FORBIDDEN_SETTINGS = {
+    "session_preload_libraries",
+    "shared_preload_libraries",
+    "local_preload_libraries",
+    "dynamic_library_path",
+    "unix_socket_directories",
+    "role",
+    "session_authorization",
+    "session_replication_role",
+    "zero_damaged_pages",
+    "ignore_checksum_failure",
+    "ignore_system_indexes",
+    "allow_system_table_mods",
+    "lo_compat_privileges",
+    "jit_provider",
+    "standard_conforming_strings",
+    "backslash_quote",
+}
+_SETTING_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)*$")
+_LIST_ELEMENT_RE = re.compile(r'\s*(?:"((?:[^"]|"")*)"|([^",\s]+))\s*(,|$)')
+
+
+def split_list_setting(value):
+    """The elements of a list setting as pg_db_role_setting stores it ('"$user", public'); raises PgError."""
+    elements = []
+    pos = 0
+    text = value.strip()
+    while pos < len(text):
+        match = _LIST_ELEMENT_RE.match(text, pos)
+        if not match or match.end() == pos:
+            raise PgError(f"cannot read the list value {value!r}")
+        quoted, bare, _sep = match.groups()
+        elements.append(quoted.replace('""', '"') if quoted is not None else bare)
+        pos = match.end()
+    return elements
 
 
 def setting_sql(config_item):
-    """'k=v' from pg_db_role_setting as the right-hand side 'k TO v' of ALTER ... SET."""
-    key, _sep, value = config_item.partition("=")
+    """'k=v' from pg_db_role_setting as the right-hand side 'k TO v' of ALTER ... SET.
+
+    The name must be a parameter name as PostgreSQL spells one; the value is quoted as a literal,
+    and a list setting (search_path) element by element, so nothing in either can end the statement.
+    """
+    key, sep, value = config_item.partition("=")
+    if not sep or not _SETTING_NAME_RE.match(key):
+        raise PgError(f"the setting {config_item!r} does not name a parameter")
     if key.lower() in _LIST_GUCS:
-        return "{} TO {}".format(quote_ident(key) if not re.match(r"^[a-z_][a-z0-9_.]*$", key) else key, value or "''")
-    keysql = key if re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", key) else quote_ident(key)
-    return f"{keysql} TO {quote_literal(value)}"
+        elements = split_list_setting(value)
+        return "{} TO {}".format(key, ", ".join(quote_literal(e) for e in elements) if elements else "''")
+    return f"{key} TO {quote_literal(value)}"
+
+
+def properties_problems(props):
+    """What in a database's properties (from a manifest) cannot be rendered as SQL safely: a setting
+    that names no parameter, a list value that does not parse. Types are the manifest schema's job."""
+    problems = []
+    for setting in (props or {}).get("settings") or []:
+        for item in setting.get("config") or []:
+            try:
+                setting_sql(item)
+            except PgError as err:
+                problems.append(err.msg)
+    return problems
+
+
+NON_USER_SETTINGS_SQL = "SELECT json_build_object('name', name) FROM pg_settings WHERE context <> 'user';"
+
+
+def restorable_properties(props, privileged):
+    """props without the settings a manifest may not bring back: FORBIDDEN_SETTINGS, and the names in
+    privileged (parameters only a superuser may set, from NON_USER_SETTINGS_SQL). Returns (props, skipped)
+    where skipped lists 'role/database: name=value' of what was left out."""
+    kept = dict(props or {})
+    skipped = []
+    settings = []
+    for setting in kept.get("settings") or []:
+        config = []
+        for item in setting.get("config") or []:
+            key = item.partition("=")[0].lower()
+            if key in FORBIDDEN_SETTINGS or key in privileged:
+                where = f"role {setting['role']}" if setting.get("role") else "the database"
+                skipped.append(f"{item} (for {where})")
+            else:
+                config.append(item)
+        if config:
+            settings.append(dict(setting, config=config))
+    kept["settings"] = settings
+    return kept, skipped
 
 
 def properties_sql(target, props, include_owner=True):
@@ -439,6 +538,8 @@ def properties_sql(target, props, include_owner=True):
         if owner:
             statements.append(f"REVOKE ALL ON DATABASE {db} FROM {quote_ident(owner)};")
         for item in props.get("acl") or []:
+            if item.get("privilege") not in DATABASE_PRIVILEGES:
+                raise PgError(f"the database privilege {item.get('privilege')!r} is not one of {DATABASE_PRIVILEGES}")
             grantee = "PUBLIC" if item["grantee"] == "PUBLIC" else quote_ident(item["grantee"])
             statements.append(
                 "GRANT {} ON DATABASE {} TO {}{};".format(

@@ -33,6 +33,7 @@ import datetime
 import json
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -40,6 +41,7 @@ import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
+    NON_USER_SETTINGS_SQL,
     Connection,
     PgError,
     Psql,
@@ -53,6 +55,7 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     properties_sql,
     quote_ident,
     quote_literal,
+    restorable_properties,
     server_info,
     tool_version,
 )
@@ -492,11 +495,17 @@ class RestoreEngine:
 
     def _assertion_problem(self, item, target):
         """None when the assertion's query returns one row whose first column is true, else what went wrong."""
+        marker = "tokotani-assertion-" + secrets.token_hex(8)
         try:
-            out = self.psql.run_sql(assertion_sql(item["sql"]), target, what=f"assertion '{item['name']}'")
+            _out, notices = self.psql.run_command(
+                assertion_sql(item["sql"], marker),
+                target,
+                what=f"assertion '{item['name']}'",
+                env_extra={"PGOPTIONS": ASSERTION_OPTIONS},
+            )
         except PgError as err:
             return sql_error_text(err)
-        return assertion_outcome(out)
+        return assertion_outcome(notices, marker)
 
     def _swap(self, live, previous, new):
         terminate = (
@@ -562,8 +571,23 @@ class RestoreEngine:
             live_props = None
             target = self.database
             previous = None
-        manifest_props = (entry.get("manifest") or {}).get("database_properties")
-        return target, previous, live_props or manifest_props or {}
+        if live_props:
+            return target, previous, live_props
+        return target, previous, self._manifest_properties(entry)
+
+    def _manifest_properties(self, entry):
+        """The manifest's database properties without what a manifest may not bring back (a warning each)."""
+        props = (entry.get("manifest") or {}).get("database_properties") or {}
+        if not props.get("settings"):
+            return props
+        rows = self.psql.query_json(NON_USER_SETTINGS_SQL, self.conn.maintenance_db, what="reading pg_settings")
+        props, skipped = restorable_properties(props, {row["name"].lower() for row in rows})
+        for item in skipped:
+            self.warnings.append(
+                f"the backup's database setting {item} was not restored: a manifest may not set parameters that "
+                "load code, change identity or need a superuser. Set it again by hand if it is wanted."
+            )
+        return props
 
     def run(self):
         if self.mode not in MODES:
@@ -615,7 +639,7 @@ class RestoreEngine:
         """Create, load, check, ANALYZE, carry properties, swap. Drops target on any failure before the swap."""
         created = False
         try:
-            self.psql.run_sql(
+            self.psql.run_command(
                 create_database_sql(target, props), self.conn.maintenance_db, what=f"creating database {target}"
             )
             created = True
@@ -626,7 +650,7 @@ class RestoreEngine:
             tables, rows = self._check_and_analyze(entry, target)
             extra = properties_sql(target, props, include_owner=True)
             if extra:
-                self.psql.run_sql(extra, self.conn.maintenance_db, what="carrying the database's settings over")
+                self.psql.run_command(extra, self.conn.maintenance_db, what="carrying the database's settings over")
             timings["check_analyze_settings"] = round(time.monotonic() - mark, 3)
             if self.assertions:
                 mark = time.monotonic()
@@ -730,28 +754,44 @@ def check_assertions(assertions):
     return checked
 
 
-def assertion_sql(sql):
-    """A read-only session that reports the assertion query's row count and its first row as JSON.
+# The assertion's session: read-only at the server from its first statement, a time limit, and
+# literals read as standard SQL whatever the restored database's own settings say.
+ASSERTION_OPTIONS = (
+    "-c default_transaction_read_only=on "
+    f"-c statement_timeout={ASSERTION_STATEMENT_TIMEOUT} "
+    "-c standard_conforming_strings=on -c client_min_messages=notice"
+)
 
-    ``row_to_json`` keeps the columns' order, so the first column is the first key; the query
-    runs once (a CTE referenced twice is materialized).
+
+def assertion_sql(sql, marker):
+    """One DO statement that evaluates the assertion query and reports its row count and first row.
+
+    The query reaches the server only as a string literal inside the DO block's literal, so nothing
+    in it ends the statement; plpgsql opens it as a cursor, which takes exactly one query that
+    returns rows (no second statement, no SET, no COPY); the session is read-only at the server.
+    The result comes back as a NOTICE that starts with marker (unique per run). ``row_to_json`` keeps
+    the columns' order, so the first column is the first key.
     """
     body = sql.strip()
     while body.endswith(";"):
         body = body[:-1].rstrip()
-    rel = ASSERTION_RELATION
-    return (
-        "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY;\n"  # noqa: S608 - the operator's own query
-        f"SET statement_timeout = {quote_literal(ASSERTION_STATEMENT_TIMEOUT)};\n"
-        f"WITH {rel} AS (\n{body}\n)\n"
-        f"SELECT (SELECT count(*) FROM {rel}) || ' ' || "
-        f"coalesce((SELECT row_to_json(a)::text FROM {rel} a LIMIT 1), '');\n"
+    query = f"SELECT row_to_json(a)::text AS j FROM (\n{body}\n) a"  # noqa: S608 - the operator's own query
+    code = (
+        "DECLARE r record; n bigint := 0; first text; BEGIN "
+        f"FOR r IN EXECUTE {quote_literal(query)} LOOP "
+        "n := n + 1; IF n = 1 THEN first := r.j; END IF; END LOOP; "
+        f"RAISE NOTICE '%', {quote_literal(marker + ' ')} || n || ' ' || coalesce(first, ''); "
+        "END"
     )
+    return "DO " + quote_literal(code)
 
 
-def assertion_outcome(out):
-    """What assertion_sql's output says: None for one row whose first column is true, else the problem."""
+def assertion_outcome(out, marker=None):
+    """What assertion_sql's NOTICE says: None for one row whose first column is true, else the problem."""
     lines = [line for line in out.splitlines() if line.strip()]
+    if marker is not None:
+        found = [line.split(marker + " ", 1)[1] for line in lines if (marker + " ") in line]
+        lines = [line for line in found[-1:] if line.strip()]
     count, _sep, first = (lines[-1] if lines else "0 ").partition(" ")
     if count != "1":
         return "returned no row" if count == "0" else f"returned {count} rows, expected one"

@@ -1073,8 +1073,13 @@ def process_info(module, params):
     grouped = by_name(procs)
     listed = names or list(grouped)
     status = {name: aggregate_status(grouped.get(name)) for name in listed}
+    lines = int(params.get("log_lines") or 0)
+    if lines < 0:
+        raise Pm2Error("log_lines must not be negative")
+    tails = cli.log_tails(listed, grouped, lines) if lines else {}
     return {
         "changed": False,
+        "logs": {name: {"path": path, "lines": tail} for name, (path, tail) in tails.items()},
         "daemon_running": running,
         "processes": [summarize(p) for p in procs],
         "status": status,

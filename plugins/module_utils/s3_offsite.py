@@ -1340,19 +1340,25 @@ def _download_file(store, opts, doc, partial, data_key):
 
 
 def _download_tree(store, opts, doc, partial, files):
+    """Every file of a directory backup into partial; each name is confined to partial before anything is made."""
+    targets = {}
+    for rel, key in files.items():
+        try:
+            targets[rel] = catalog.confined_join(partial, rel)
+        except catalog.CatalogError as err:
+            raise OffsiteError("invalid", f"{err.msg}; nothing was downloaded", key=key) from None
     os.mkdir(partial, catalog.DIR_MODE)
     jobs = []
     for rel, key in files.items():
-        target = os.path.join(partial, rel)
-        parent = os.path.dirname(target)
+        parent = os.path.dirname(targets[rel])
         if not os.path.isdir(parent):
             os.makedirs(parent, catalog.DIR_MODE)
-        jobs.append(_download_job(store, key, target))
+        jobs.append(_download_job(store, key, catalog.confined_join(partial, rel)))
     largest = max([info.get("size") or 0 for info in doc["files"].values()] or [0])
     config = store.transfer_config(largest, opts.get("multipart_threshold"), opts.get("multipart_chunksize"))
     store.run_transfers(jobs, config, "download")
     for rel in files:
-        os.chmod(os.path.join(partial, rel), catalog.FILE_MODE)
+        os.chmod(catalog.confined_join(partial, rel), catalog.FILE_MODE)
 
 
 def _download_job(store, key, target):

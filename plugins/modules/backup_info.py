@@ -194,7 +194,8 @@ partials:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError, collect_info
+from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import collect_info
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
 
 
 def main():
@@ -210,10 +211,10 @@ def main():
         },
         supports_check_mode=True,
     )
-    try:
-        result, failure = collect_info(module.params)
-    except CatalogError as err:
-        module.fail_json(changed=False, **err.to_dict())
+    outcome, error = call(collect_info, module.params)
+    if error:
+        module.fail_json(changed=False, **error)
+    result, failure = outcome
     if failure:
         module.fail_json(msg=failure, changed=False, **result)
     module.exit_json(changed=False, **result)

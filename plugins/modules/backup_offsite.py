@@ -476,11 +476,10 @@ error:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.common.text.formatters import human_to_bytes
-from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
 from ansible_collections.tokotani.dr.plugins.module_utils.s3_offsite import (
     BOTO3_IMPORT_ERROR,
     HAS_BOTO3,
-    OffsiteError,
     run,
 )
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import offsite_argument_spec
@@ -504,14 +503,15 @@ def main():
     for name in ("multipart_threshold", "multipart_chunksize"):
         try:
             params[name] = human_to_bytes(params[name])
+            problem = None
         except ValueError as err:
-            module.fail_json(msg=f"{name}: {err}")
+            problem = f"{name}: {err}"
+        if problem:
+            module.fail_json(msg=problem)
     if params["concurrency"] < 1:
         module.fail_json(msg="concurrency must be at least 1")
-    try:
-        result = run(params, params["mode"], check_mode=module.check_mode)
-    except (OffsiteError, CatalogError) as err:
-        failure = err.to_dict()
+    result, failure = call(run, params, params["mode"], check_mode=module.check_mode)
+    if failure:
         failure.setdefault("error", "invalid")
         module.fail_json(changed=False, mode=params["mode"], **failure)
     for warning in result.pop("warnings", []):

@@ -176,6 +176,7 @@ written:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tokotani.dr.plugins.module_utils import drill_report
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
 
 
 def main():
@@ -194,13 +195,18 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    try:
-        report = drill_report.compute(params["drill"])
-        files = drill_report.write_reports(
-            report, params["dest"], formats=params["formats"], stem=params["name"], check_mode=module.check_mode
+    report, failure = call(drill_report.compute, params["drill"])
+    if not failure:
+        files, failure = call(
+            drill_report.write_reports,
+            report,
+            params["dest"],
+            formats=params["formats"],
+            stem=params["name"],
+            check_mode=module.check_mode,
         )
-    except drill_report.DrillReportError as err:
-        module.fail_json(changed=False, **err.to_dict())
+    if failure:
+        module.fail_json(changed=False, **failure)
     summary = drill_report.render_table(report)
     module.exit_json(
         changed=files["changed"],

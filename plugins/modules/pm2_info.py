@@ -29,6 +29,13 @@ options:
       - Only report these apps. RV(status) then lists each of them, V(absent) when pm2 does not know it.
     type: list
     elements: str
+  log_lines:
+    description:
+      - Also return the last O(log_lines) lines of each listed app's error log (its output log when that
+        is empty) as RV(logs), with every secret of the processes' environment and every URL password
+        masked, as M(tokotani.dr.pm2_process) masks its log tails. V(0) returns none.
+    type: int
+    default: 0
 seealso:
   - module: tokotani.dr.pm2_process
 """
@@ -140,10 +147,21 @@ pm2:
       description: C(PM2_HOME).
       type: str
       sample: /root/.pm2
+logs:
+  description:
+    - Per app, the log file read and its last lines, secrets masked. Only apps whose logs could be read.
+    - Empty unless O(log_lines) is set.
+  returned: always
+  type: dict
+  sample:
+    tokotani-nextjs:
+      path: /home/tokotani/.pm2/logs/tokotani-nextjs-error.log
+      lines: ["Error: connect ECONNREFUSED 127.0.0.1:5432"]
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils.pm2 import Pm2Error, process_info
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
+from ansible_collections.tokotani.dr.plugins.module_utils.pm2 import process_info
 
 
 def main():
@@ -153,13 +171,12 @@ def main():
             "user": {"type": "str", "aliases": ["run_as"]},
             "pm2_home": {"type": "path"},
             "executable": {"type": "path"},
+            "log_lines": {"type": "int", "default": 0},
         },
         supports_check_mode=True,
     )
-    try:
-        result = process_info(module, module.params)
-    except Pm2Error as err:
-        details = err.to_dict()
+    result, details = call(process_info, module, module.params)
+    if details:
         details.setdefault("changed", False)
         module.fail_json(**details)
     module.exit_json(**result)

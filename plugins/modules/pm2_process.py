@@ -357,7 +357,8 @@ logs:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils.pm2 import STATES, Pm2Error, ensure_process
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
+from ansible_collections.tokotani.dr.plugins.module_utils.pm2 import STATES, ensure_process
 
 
 def main():
@@ -390,10 +391,8 @@ def main():
         module.fail_json(msg="min_uptime, wait_timeout and log_lines must not be negative")
     if params["only"] is not None and not [name for name in params["only"] if name]:
         module.fail_json(msg="only must name at least one app of the ecosystem file")
-    try:
-        result = ensure_process(module, params, check_mode=module.check_mode)
-    except Pm2Error as err:
-        details = err.to_dict()
+    result, details = call(ensure_process, module, params, check_mode=module.check_mode)
+    if details:
         details.setdefault("changed", False)
         module.fail_json(**details)
     module.exit_json(**result)

@@ -266,9 +266,8 @@ space:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_backup import backup
-from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import backup_argument_spec
 
 
@@ -277,10 +276,9 @@ def main():
     # RV(size) is the sum of the backup's files: keep AnsibleModule from replacing it with the
     # size of the directory inode (it adds file attributes to any result that has a path).
     module.add_path_info = lambda kwargs: kwargs
-    try:
-        result = backup(module.params, check_mode=module.check_mode)
-    except (PgError, CatalogError) as err:
-        module.fail_json(**err.to_dict())
+    result, failure = call(backup, module.params, check_mode=module.check_mode)
+    if failure:
+        module.fail_json(**failure)
     for warning in result.pop("warnings", []):
         module.warn(warning)
     module.exit_json(**result)

@@ -297,18 +297,16 @@ msg:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import CatalogError
-from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_restore import restore
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import restore_argument_spec
 
 
 def main():
     module = AnsibleModule(argument_spec=restore_argument_spec(), supports_check_mode=True)
-    try:
-        result = restore(module.params, check_mode=module.check_mode)
-    except (PgError, CatalogError) as err:
-        module.fail_json(changed=False, **err.to_dict())
+    result, failure = call(restore, module.params, check_mode=module.check_mode)
+    if failure:
+        module.fail_json(changed=False, **failure)
     for warning in result.pop("warnings", []):
         module.warn(warning)
     module.exit_json(**result)

@@ -60,3 +60,29 @@ def test_reports_status_for_conditions_without_secrets(daemon):
     daemon.pm2("restart", "worker")
     run = run_tasks([info_task(daemon, name=["web", "worker"])])
     assert run.results[0]["all_online"] is True and run.results[0]["online"] == ["web", "worker"]
+
+
+def test_log_lines_are_returned_with_the_secrets_masked(daemon):
+    leaky = daemon.apps / "leaky"
+    leaky.mkdir(exist_ok=True)
+    secret = daemon.secrets["NEXTAUTH_SECRET"]
+    password = daemon.secrets["DB_PASSWORD"]
+    (leaky / "leak.js").write_text(
+        "console.error('auth failed with secret ' + process.env.SESSION_SECRET);\n"
+        "console.error('db at ' + process.env.DATABASE_URL);\n"
+        "setInterval(() => {}, 1000);\n"
+    )
+    (leaky / "ecosystem.config.js").write_text(
+        "module.exports = { apps: [{ name: 'leaky', script: 'leak.js', cwd: __dirname, env: {\n"
+        f"  SESSION_SECRET: '{secret}', DATABASE_URL: 'postgres://shop:{password}@127.0.0.1/shop' }} }}] }};\n"
+    )
+    run_tasks([process_task(daemon, ecosystem=str(leaky / "ecosystem.config.js"), min_uptime=0.5)])
+    run = run_tasks([info_task(daemon, name=["leaky"], log_lines=5)], "-vvv")
+    logs = run.results[0]["logs"]["leaky"]
+    assert logs["path"].endswith("leaky-error.log")
+    assert "auth failed with secret ********" in logs["lines"]
+    assert "db at ********" in logs["lines"]
+    assert secret not in run.output and password not in run.output
+    none = run_tasks([info_task(daemon, name=["leaky"])]).results[0]
+    assert none["logs"] == {}
+    daemon.pm2("delete", "leaky")

@@ -6,6 +6,8 @@ Every failure asserts the operator-facing message AND that the live database is 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from backup_support import MIGRATION_SQL, conn_args, databases, drop_db, load_shop, run_module, table_checksums
 
@@ -52,7 +54,18 @@ def test_assertions_hold_and_are_reported(pg_cluster, live):
         ("SELECT true FROM users WHERE false", "returned no row"),
         ("SELECT true FROM generate_series(1, 3)", "returned 3 rows, expected one"),
         ("SELECT 'yes'", 'returned "yes", not a boolean'),
-        ("DELETE FROM orders RETURNING true", "ERROR: cannot execute SELECT in a read-only transaction"),
+        (
+            "WITH d AS (DELETE FROM orders RETURNING 1) SELECT true",
+            "ERROR: WITH clause containing a data-modifying statement must be at the top level",
+        ),
+        # Escapes from the wrapper: a second statement, a read-write switch, a psql meta-command.
+        ("SELECT true) a; DELETE FROM orders; SELECT (1", "ERROR: cannot open multi-query plan as cursor"),
+        (
+            "SELECT set_config('transaction_read_only', 'off', true)::boolean",
+            "ERROR: transaction read-write mode must be set before any query",
+        ),
+        ("\\! touch /tmp/tokotani-assertion-escape", 'ERROR: syntax error at or near "\\"'),
+        ("SELECT true\n\\! touch /tmp/tokotani-assertion-escape\n", 'ERROR: syntax error at or near "\\"'),
     ],
 )
 def test_a_failing_assertion_fails_replace_and_leaves_live_untouched(pg_cluster, live, sql, problem):
@@ -66,6 +79,7 @@ def test_a_failing_assertion_fails_replace_and_leaves_live_untouched(pg_cluster,
     assert [a["ok"] for a in result["assertions"]] == [True, False]
     assert databases(pg_cluster, "ra_") == dbs, "no staging database may be left"
     assert table_checksums(pg_cluster, LIVE) == live["rows"]
+    assert not Path("/tmp/tokotani-assertion-escape").exists(), "a meta-command ran"
 
 
 def test_an_sql_error_in_an_assertion_fails_the_restore(pg_cluster, live):

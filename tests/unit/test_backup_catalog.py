@@ -140,15 +140,21 @@ def test_manifest_problems():
     assert "the manifest has no sha256" in catalog.manifest_problems(
         {k: v for k, v in good_manifest().items() if k != "sha256"}
     )
-    assert "the manifest's size is not a int" in catalog.manifest_problems(good_manifest(size="10"))
-    assert "the manifest's size is not a int" in catalog.manifest_problems(good_manifest(size=True))
-    assert "the manifest's sha256 is not a sha256" in catalog.manifest_problems(good_manifest(sha256="abc"))
+    assert "the manifest's size is a string, not an integer" in catalog.manifest_problems(good_manifest(size="10"))
+    assert "the manifest's size is a boolean, not an integer" in catalog.manifest_problems(good_manifest(size=True))
+    assert "the manifest's sha256 'abc' is not of the allowed form" in catalog.manifest_problems(
+        good_manifest(sha256="abc")
+    )
     assert any("newer than this tool" in p for p in catalog.manifest_problems(good_manifest(manifest_version=9)))
-    assert any("not a plain name" in p for p in catalog.manifest_problems(good_manifest(data="../etc/passwd")))
+    assert any("not of the allowed form" in p for p in catalog.manifest_problems(good_manifest(data="../etc/passwd")))
+    assert any("is not backup_" in p for p in catalog.manifest_problems(good_manifest(data="other.sql.gz")))
     assert any(
         "file list" in p for p in catalog.manifest_problems(good_manifest(format="directory", compression="zstd"))
     )
-    assert any("malformed" in p for p in catalog.manifest_problems(good_manifest(tables=[{"schema": "x"}])))
+    assert catalog.manifest_problems(good_manifest(tables=[{"schema": "x"}])) == [
+        "the manifest's tables[0] has no name",
+        "the manifest's tables[0] has no rows",
+    ]
 
 
 def test_load_manifest_errors(tmp_path):

@@ -181,7 +181,7 @@ def test_properties_sql_carries_owner_acl_settings_comment_limit():
     assert "COMMENT ON DATABASE \"shop__restore\" IS 'Toko''s db';" in sql
     assert 'REVOKE ALL ON DATABASE "shop__restore" FROM PUBLIC;' in sql
     assert 'GRANT CONNECT ON DATABASE "shop__restore" TO "reader" WITH GRANT OPTION;' in sql
-    assert 'ALTER DATABASE "shop__restore" SET search_path TO "$user", public;' in sql
+    assert """ALTER DATABASE "shop__restore" SET search_path TO '$user', 'public';""" in sql
     assert "ALTER DATABASE \"shop__restore\" SET statement_timeout TO '5min';" in sql
     assert 'ALTER ROLE "reader" IN DATABASE "shop__restore" SET work_mem TO \'8MB\';' in sql
     assert pg_cli.properties_sql("x", {"owner": None, "connection_limit": -1, "acl_is_default": True}) == ""

@@ -30,13 +30,23 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError 
 )
 def test_assertion_outcome(out, problem):
     assert pg_restore.assertion_outcome(out) == problem
+    # psql prints the DO block's NOTICE; only the line carrying this run's marker counts.
+    notices = f'NOTICE:  1 {{"x":true}}\nNOTICE:  m-1 {out.strip()}\n'
+    assert pg_restore.assertion_outcome(notices, "m-1") == problem
 
 
-def test_assertion_sql_is_read_only_and_wraps_one_query():
-    sql = pg_restore.assertion_sql("  SELECT true -- trailing comment\n;; ")
-    assert sql.startswith("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY;\n")
-    assert "SET statement_timeout = '5min';" in sql
-    assert "WITH tokotani_assertion AS (\nSELECT true -- trailing comment\n)\n" in sql
+def test_a_notice_without_the_marker_is_not_an_outcome():
+    assert pg_restore.assertion_outcome('NOTICE:  1 {"x":true}\n', "m-1") == "returned no row"
+
+
+def test_assertion_sql_is_one_do_statement_with_the_query_as_a_literal():
+    sql = pg_restore.assertion_sql("  SELECT true -- trailing comment\n;; ", "m-1")
+    assert sql.startswith("DO '") and sql.endswith("'")
+    inner = sql[len("DO '") : -1].replace("''", "'")
+    assert "FOR r IN EXECUTE 'SELECT row_to_json(a)::text AS j FROM (\nSELECT true -- trailing comment\n) a'" in inner
+    # A quote in the query cannot end either literal: it is doubled, then doubled again.
+    assert "it" + "'" * 8 + "s" in pg_restore.assertion_sql("SELECT 'it''s' = 'x'", "m")
+    assert "-c default_transaction_read_only=on" in pg_restore.ASSERTION_OPTIONS
 
 
 def test_sql_error_text_drops_the_psql_prefix():

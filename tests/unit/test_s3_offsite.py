@@ -170,7 +170,7 @@ def test_unreadable_and_malformed_manifests_make_invalid_entries():
     entries, incomplete = s3.build_entries(objects, "", fetched)
     assert [e["valid"] for e in entries] == [False, False]
     assert "not JSON" in entries[0]["problems"][0]
-    assert "not a sha256" in entries[1]["problems"][0]
+    assert entries[1]["problems"][0] == "the manifest's sha256 'nope' is not of the allowed form"
     # data whose manifest cannot be read is not claimed by it, hence listed as incomplete
     assert {i["name"] for i in incomplete} == {
         "backup_2026-01-19_02-00-00.sql.gz",
