@@ -30,6 +30,7 @@ import stat
 import time
 import zlib
 
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import is_relpath, schema_problems
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import properties_problems
@@ -498,6 +499,8 @@ def _entry_base(directory, stem, kind):
         "timestamp": ts.timestamp() if ts else None,
         "valid": False,
         "verified": False,
+        "signed": False,
+        "signed_by": None,
         "problems": [],
         "tables": None,
         "manifest": None,
@@ -660,19 +663,21 @@ def _verify_tree(path, doc):
     return problems
 
 
-def scan(directory, database=None, include_legacy=True):
+def scan(directory, database=None, include_legacy=True, keys=None):
     """Every backup in directory (newest first), and the stale/in-progress partials.
 
     Returns {"backups": [...], "partials": [...]} where each backup is an entry dict (see
     _entry_base). database filters managed backups by their manifest's database; legacy
-    files carry no database and are kept when include_legacy is true.
+    files carry no database and are kept when include_legacy is true. keys (a
+    backup_keys.KeyRing, or None) checks each manifest's signature: a refused one makes its
+    entry invalid, with the reason.
     """
     names = _listdir(directory)
     manifests = set(n for n in names if n.endswith(MANIFEST_SUFFIX) and parse_name(n))
     entries = []
     claimed = set()
     for manifest_file in sorted(manifests):
-        entry = managed_entry(directory, manifest_file)
+        entry = backup_keys.check_entry(managed_entry(directory, manifest_file), keys)
         if entry["manifest"] is not None:
             claimed.add(entry["manifest"]["data"])
         if database is not None and entry["database"] not in (None, database):
@@ -924,7 +929,12 @@ def collect_info(params, now=None):
     now = now or utcnow()
     before = parse_timestamp(params.get("before")) if params.get("before") else None
     max_age = parse_duration(params.get("max_age")) if params.get("max_age") else None
-    listing = scan(directory, database=params.get("database"), include_legacy=params.get("include_legacy", True))
+    listing = scan(
+        directory,
+        database=params.get("database"),
+        include_legacy=params.get("include_legacy", True),
+        keys=backup_keys.keyring(params),
+    )
     entries = listing["backups"]
     if params.get("verify"):
         for entry in entries:

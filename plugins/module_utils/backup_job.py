@@ -115,7 +115,9 @@ def _catch_up_candidates(params, store, log):
     entries, _incomplete, _objects = store.catalog()
     offsite = {e["name"] for e in entries if e["valid"]}
     cutoff = catalog.utcnow().timestamp() - params["keep_days"] * 86400
-    local = catalog.scan(params["backup_dir"], database=params["database"], include_legacy=False)["backups"]
+    local = catalog.scan(params["backup_dir"], database=params["database"], include_legacy=False, keys=store.keys)[
+        "backups"
+    ]
     missing = [
         e
         for e in local

@@ -176,3 +176,15 @@ def check_entry(entry, ring, what=None):
         entry["problems"].extend(problems)
         entry["valid"] = False
     return entry
+
+
+def signature_line(entry, ring):
+    """One line for a result's ``verified`` list: what the signature check of an accepted entry found."""
+    name = entry["name"]
+    if entry.get("signed"):
+        return f"the manifest of {name} is signed by backup key {entry['signed_by']}"
+    if ring is not None:
+        return f"the manifest of {name} is not signed: accepted because allow_unsigned is true"
+    if entry.get("signed") is None:
+        return f"the manifest of {name} is signed, but no backup_key was given to check it"
+    return f"the manifest of {name} is not signed (no backup_key given)"

@@ -120,7 +120,16 @@ MANIFEST_SCHEMA = {
             },
         },
         "zstd_choices": {"type": "object", "additionalProperties": {"type": ["integer", "string"], "maxLength": 64}},
-        "signature": {"type": "object"},
+        "signature": {
+            "type": "object",
+            "required": ["algorithm", "key_id", "value"],
+            "additionalProperties": False,
+            "properties": {
+                "algorithm": {"enum": ["HMAC-SHA256"]},
+                "key_id": {"type": "string", "pattern": rf"^[0-9a-f]{{16}}{END}"},
+                "value": {"type": "string", "pattern": rf"^[0-9a-f]{{64}}{END}"},
+            },
+        },
     },
     "$defs": {
         "database_properties": {

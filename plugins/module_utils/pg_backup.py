@@ -34,6 +34,7 @@ import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -568,6 +569,7 @@ class BackupEngine:
         self.jobs = max(1, int(self.p.get("jobs") or 2))
         self.procs = []
         self._cleanup = []
+        self.keys = backup_keys.keyring(self.p)
 
     # -- preflight -----------------------------------------------------------
     def _validate(self):
@@ -921,6 +923,8 @@ class BackupEngine:
             "throughput_mb_s": round(self.props["size"] / 1e6 / duration, 1) if duration > 0 else None,
             "tables": len(manifest["tables"]),
             "rows": sum(t["rows"] for t in manifest["tables"]),
+            "signed": "signature" in manifest,
+            "key_id": manifest.get("signature", {}).get("key_id"),
             "manifest": manifest,
         }
 
@@ -953,7 +957,7 @@ class BackupEngine:
             run["size"] = os.path.getsize(partial)
         manifest = self._manifest(names, started_wall, run)
         manifest["duration"] = round(time.monotonic() - started, 3)
-        return manifest
+        return self.keys.sign(manifest) if self.keys else manifest
 
     def _level_label(self):
         if self.level is not None:
@@ -1003,7 +1007,7 @@ class BackupEngine:
     def _retention(self, apply):
         if not os.path.isdir(self.directory):
             return [], {"kept": 0}
-        listing = catalog.scan(self.directory, database=None)
+        listing = catalog.scan(self.directory, database=None, keys=self.keys)
         prune, keep = catalog.plan_retention(
             listing["backups"],
             self.database,

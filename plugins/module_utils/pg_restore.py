@@ -40,6 +40,7 @@ import tempfile
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     NON_USER_SETTINGS_SQL,
     Connection,
@@ -154,28 +155,50 @@ class RestoreEngine:
         self.created = None
         self.assertions = check_assertions(self.p.get("assertions"))
         self.assertion_results = []
+        self.keys = backup_keys.keyring(self.p)
 
     # -- resolving -------------------------------------------------------------
     def resolve(self):
         backup = self.p.get("backup") or "latest"
         directory = self.p.get("backup_dir")
-        before = catalog.parse_timestamp(self.p["before"]) if self.p.get("before") else None
         if backup == "latest":
-            if not directory:
-                raise PgError("backup: latest needs backup_dir, the directory to pick the newest backup from")
-            if not os.path.isdir(directory):
-                raise PgError(f"backup_dir {directory} does not exist")
-            source = self.p.get("source_database") or self.database
-            listing = catalog.scan(directory, database=source)
-            entry = catalog.newest(listing["backups"], before=before)
-            if entry is None:
-                what = f"before {catalog.iso(before)} " if before else ""
-                raise PgError(
-                    f"no valid backup of database {source} {what}in {directory} "
-                    f"({len(listing['backups'])} entries, none valid)",
-                    backups=[catalog.public_entry(e) for e in listing["backups"][:10]],
+            before = catalog.parse_timestamp(self.p["before"]) if self.p.get("before") else None
+            return self._resolve_latest(directory, before)
+        return self._resolve_named(backup, directory)
+
+    def _resolve_latest(self, directory, before):
+        if not directory:
+            raise PgError("backup: latest needs backup_dir, the directory to pick the newest backup from")
+        if not os.path.isdir(directory):
+            raise PgError(f"backup_dir {directory} does not exist")
+        source = self.p.get("source_database") or self.database
+        listing = catalog.scan(directory, database=source, keys=self.keys)
+        entry = catalog.newest(listing["backups"], before=before)
+        for skipped in listing["backups"]:
+            if entry is not None and skipped is entry:
+                break
+            if not skipped["valid"] and (before is None or (skipped["timestamp"] or 0) < before.timestamp()):
+                self.warnings.append(
+                    f"the newer backup {skipped['name']} is not valid ({'; '.join(skipped['problems'])}): skipped"
                 )
-            return entry
+        if entry is None:
+            what = f"before {catalog.iso(before)} " if before else ""
+            why = ""
+            if listing["backups"]:
+                first = listing["backups"][0]
+                why = f"; the newest, {first['name']}: {'; '.join(first['problems'])}"
+            raise PgError(
+                f"no valid backup of database {source} {what}in {directory} "
+                f"({len(listing['backups'])} entries, none valid{why})",
+                backups=[catalog.public_entry(e) for e in listing["backups"][:10]],
+                warnings=self.warnings,
+            )
+        return entry
+
+    def _managed(self, directory, manifest_file):
+        return backup_keys.check_entry(catalog.managed_entry(directory, manifest_file), self.keys)
+
+    def _resolve_named(self, backup, directory):
         path = backup
         if not os.path.isabs(path) and directory and os.sep not in path:
             path = os.path.join(directory, path)
@@ -183,7 +206,7 @@ class RestoreEngine:
         if path.endswith(catalog.MANIFEST_SUFFIX):
             if not os.path.isfile(path):
                 raise PgError(f"the manifest {path} does not exist")
-            return catalog.managed_entry(os.path.dirname(path), os.path.basename(path))
+            return self._managed(os.path.dirname(path), os.path.basename(path))
         if not os.path.lexists(path):
             raise PgError(f"the backup {path} does not exist")
         parent = os.path.dirname(path)
@@ -192,7 +215,7 @@ class RestoreEngine:
         if parsed:
             manifest_file = catalog.manifest_name(parsed["stem"])
             if os.path.isfile(os.path.join(parent, manifest_file)):
-                entry = catalog.managed_entry(parent, manifest_file)
+                entry = self._managed(parent, manifest_file)
                 if entry["manifest"] is not None and entry["manifest"]["data"] != name:
                     raise PgError(
                         "the manifest {} describes {}, not {}".format(manifest_file, entry["manifest"]["data"], name)
@@ -243,10 +266,12 @@ class RestoreEngine:
                 failed_check="backup integrity",
             )
         if entry["kind"] == "managed":
+            self.verified.append(backup_keys.signature_line(entry, self.keys))
             self.verified.append("sha256 of {} matches the manifest".format(os.path.basename(entry["path"])))
         else:
+            name = os.path.basename(entry["path"])
             self.verified.append(
-                "gzip stream of {} is intact (legacy backup, no manifest)".format(os.path.basename(entry["path"]))
+                f"gzip stream of {name} is intact (legacy backup of the earlier scripts: no manifest, nothing signed)"
             )
 
     def _preflight(self, entry):

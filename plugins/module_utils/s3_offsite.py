@@ -46,6 +46,7 @@ import time
 import traceback
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 
 try:
@@ -410,6 +411,8 @@ def _remote_entry(name, manifest_key):
         "last_modified": None,
         "objects": 0,
         "valid": False,
+        "signed": False,
+        "signed_by": None,
         "problems": [],
         "manifest": None,
     }
@@ -440,13 +443,14 @@ def split_listing(objects, prefix):
     return manifests, data, foreign
 
 
-def build_entries(objects, prefix, docs):
+def build_entries(objects, prefix, docs, keys=None):
     """Catalog entries (newest first) and incomplete data from a listing and the manifests' contents.
 
     docs maps manifest key -> parsed manifest (or a str: why it could not be read). An entry is
     valid when its manifest is well-formed and every data object is there with the manifest's
-    size. Returns (entries, incomplete): incomplete lists data without a manifest (an interrupted
-    push or prune) as {name, keys, size, last_modified}.
+    size, and, with keys (a backup_keys.KeyRing), signed by one of them. Returns (entries,
+    incomplete): incomplete lists data without a manifest (an interrupted push or prune) as
+    {name, keys, size, last_modified}.
     """
     manifests, data, _foreign = split_listing(objects, prefix)
     entries = []
@@ -468,6 +472,7 @@ def build_entries(objects, prefix, docs):
         entry["manifest"] = doc
         claimed.add(doc["data"])
         _fill_entry(entry, doc, prefix, objects, data.get(doc["data"], {}))
+        backup_keys.check_entry(entry, keys, f"the offsite backup {stem}")
         entries.append(entry)
     entries.sort(key=lambda e: (e["timestamp"] or 0, e["name"]), reverse=True)
     incomplete = []
@@ -655,6 +660,7 @@ class Store:
         self.bucket = opts["bucket"]
         self.prefix = normalize_prefix(opts.get("prefix"))
         self.endpoint = opts.get("endpoint_url") or None
+        self.keys = backup_keys.keyring(opts)
         self.client = client or connect(opts)
         self.retrier = Retrier(opts.get("retries", 3))
         self.concurrency = max(1, int(opts.get("concurrency") or DEFAULT_CONCURRENCY))
@@ -801,7 +807,7 @@ class Store:
             with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(keys))) as pool:
                 for key, doc in pool.map(fetch, keys):
                     docs[key] = doc
-        entries, incomplete = build_entries(objects, self.prefix, docs)
+        entries, incomplete = build_entries(objects, self.prefix, docs, self.keys)
         return entries, incomplete, objects
 
     # -- transfers
@@ -886,7 +892,8 @@ def local_sources(opts):
         raise OffsiteError("invalid", "push needs backup_dir (or backup as an absolute path)")
     if not os.path.isdir(directory):
         raise OffsiteError("local", f"backup_dir {directory} does not exist (or is not a directory)")
-    entries = catalog.scan(directory, database=opts.get("database"), include_legacy=True)["backups"]
+    keys = backup_keys.keyring(opts)
+    entries = catalog.scan(directory, database=opts.get("database"), include_legacy=True, keys=keys)["backups"]
     what = f" of database {opts['database']}" if opts.get("database") else ""
     if wanted == "latest":
         entry = catalog.newest([e for e in entries if e["kind"] == "managed"])
@@ -1156,6 +1163,8 @@ def pull(opts, check_mode=False, store=None):
         "size": doc["size"],
         "sha256": doc["sha256"],
         "manifest": doc,
+        "signed": entry["signed"],
+        "key_id": entry["signed_by"],
         "verified": False,
         "status": None,
         "duration": None,
@@ -1163,7 +1172,7 @@ def pull(opts, check_mode=False, store=None):
         "warnings": warnings,
     }
     if os.path.lexists(path) or os.path.lexists(manifest_path):
-        local = _local_copy(directory, doc)
+        local = _local_copy(directory, doc, store.keys)
         if local is not None:
             result.update(status="already_local", changed=False)
             return result
@@ -1231,12 +1240,12 @@ def _check_selection(store, entry, wanted, before, opts):
     raise OffsiteError(kind, f"the offsite backup {entry['name']} is not valid: {problems}", problems=entry["problems"])
 
 
-def _local_copy(directory, doc):
-    """The local entry of the same backup (same sha256, valid) or None."""
+def _local_copy(directory, doc, keys):
+    """The local entry of the same backup (same sha256, valid, signed when keys are given) or None."""
     manifest_file = catalog.manifest_name(doc["name"])
     if not os.path.exists(os.path.join(directory, manifest_file)):
         return None
-    local = catalog.managed_entry(directory, manifest_file)
+    local = backup_keys.check_entry(catalog.managed_entry(directory, manifest_file), keys)
     if local["valid"] and local["sha256"] == doc["sha256"]:
         return local
     return None

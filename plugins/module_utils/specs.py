@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 
+from ansible_collections.tokotani.dr.plugins.module_utils.backup_keys import ENV_KEY, ENV_PREVIOUS_KEYS
 from ansible_collections.tokotani.dr.plugins.module_utils.s3_offsite import (
     CHECKSUM_ALGORITHMS,
     ENCRYPTIONS,
@@ -101,6 +102,21 @@ def s3_argument_spec():
     }
 
 
+def key_argument_spec():
+    """The backup key options (doc fragment tokotani.dr.backup_key): who signs, who verifies, what is refused."""
+    return {
+        "backup_key": {"type": "str", "no_log": True, "fallback": (env_fallback, [ENV_KEY])},
+        "backup_previous_keys": {
+            "type": "list",
+            "elements": "str",
+            "no_log": True,
+            "default": [],
+            "fallback": (env_fallback, [ENV_PREVIOUS_KEYS]),
+        },
+        "allow_unsigned": {"type": "bool", "default": False},
+    }
+
+
 def backup_argument_spec():
     """tokotani.dr.postgresql_backup."""
     spec = postgres_argument_spec()
@@ -119,6 +135,7 @@ def backup_argument_spec():
         space_check={"type": "bool", "default": True},
         space_check_ratio={"type": "float"},
     )
+    spec.update(key_argument_spec())
     return spec
 
 
@@ -148,6 +165,7 @@ def restore_argument_spec():
         },
         previous_database={"type": "str"},
     )
+    spec.update(key_argument_spec())
     return spec
 
 
@@ -173,6 +191,7 @@ def offsite_argument_spec():
         concurrency={"type": "int", "default": 8, "aliases": ["max_concurrency"]},
         lock_timeout={"type": "int", "default": 300},
     )
+    spec.update(key_argument_spec())
     return spec
 
 
@@ -264,6 +283,8 @@ def resolve(spec, values, environ=None):
             value = opt.get("default")
         if value is None and opt.get("required"):
             raise SpecError(f"missing required option: {name}")
+        if opt.get("type") == "list" and opt.get("elements") == "str" and isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]  # as AnsibleModule does
         value = _convert(name, opt.get("type", "str"), value)
         if value is not None and opt.get("type") == "list" and opt.get("elements") == "dict" and "options" in opt:
             value = [_resolve_element(name, i, opt["options"], item, environ) for i, item in enumerate(value)]

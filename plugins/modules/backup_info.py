@@ -19,6 +19,8 @@ description:
   - Never changes anything; C(.partial) leftovers are reported, not removed.
 author:
   - TokoTani DevOps Team (@tokotani)
+extends_documentation_fragment:
+  - tokotani.dr.backup_key
 attributes:
   check_mode:
     support: full
@@ -196,6 +198,7 @@ partials:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import collect_info
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import key_argument_spec
 
 
 def main():
@@ -208,6 +211,7 @@ def main():
             "before": {"type": "str"},
             "max_age": {"type": "str"},
             "include_manifest": {"type": "bool", "default": False},
+            **key_argument_spec(),
         },
         supports_check_mode=True,
     )

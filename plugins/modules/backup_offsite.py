@@ -38,6 +38,7 @@ author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
   - tokotani.dr.s3
+  - tokotani.dr.backup_key
 attributes:
   check_mode:
     support: full

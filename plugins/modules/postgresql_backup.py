@@ -29,6 +29,7 @@ author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
   - tokotani.dr.postgres
+  - tokotani.dr.backup_key
 attributes:
   check_mode:
     support: full

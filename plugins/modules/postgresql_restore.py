@@ -35,6 +35,7 @@ author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
   - tokotani.dr.postgres
+  - tokotani.dr.backup_key
 attributes:
   check_mode:
     support: full
