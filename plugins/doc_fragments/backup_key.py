@@ -16,7 +16,7 @@ options:
         matches its signature; such a backup is listed as not valid, with the reason.
       - M(tokotani.dr.backup_offsite) also encrypts the offsite copies with keys derived from it.
       - Falls back to the C(TOKOTANI_BACKUP_KEY) environment variable. Without a key, nothing is signed nor
-        checked: a manifest's sha256 then only proves that the data matches the manifest, not who wrote both.
+        checked - a manifest's sha256 then only proves that the data matches the manifest, not who wrote both.
     type: str
   backup_previous_keys:
     description:
@@ -31,7 +31,7 @@ options:
     description:
       - With a O(backup_key), accept backups whose manifest carries no signature (those made before keys were
         used), reported as C(signed=false). A signature that does not match is refused all the same.
-      - Legacy C(backup_*.sql.gz) files of the earlier scripts have no manifest at all: they are accepted by
+      - Legacy C(backup_*.sql.gz) files of the earlier scripts have no manifest at all - they are accepted by
         their gzip check as before, and always reported as C(signed=false).
     type: bool
     default: false

@@ -198,6 +198,16 @@ class RestoreEngine:
     def _managed(self, directory, manifest_file):
         return backup_keys.check_entry(catalog.managed_entry(directory, manifest_file), self.keys)
 
+    def _by_stem(self, parent, stem):
+        """A backup named by its stem, as operators type it: its manifest, else a legacy .sql.gz."""
+        manifest_file = catalog.manifest_name(stem)
+        if os.path.isfile(os.path.join(parent, manifest_file)):
+            return self._managed(parent, manifest_file)
+        legacy = stem + "." + catalog.LEGACY_EXTENSIONS[0]
+        if os.path.isfile(os.path.join(parent, legacy)):
+            return catalog.legacy_entry(parent, legacy)
+        raise PgError(f"no backup named {stem} in {parent} (neither {manifest_file} nor {legacy} is there)")
+
     def _resolve_named(self, backup, directory):
         path = backup
         if not os.path.isabs(path) and directory and os.sep not in path:
@@ -208,7 +218,11 @@ class RestoreEngine:
                 raise PgError(f"the manifest {path} does not exist")
             return self._managed(os.path.dirname(path), os.path.basename(path))
         if not os.path.lexists(path):
-            raise PgError(f"the backup {path} does not exist")
+            stem = os.path.basename(path)
+            parsed = catalog.parse_name(stem + ".x")
+            if parsed is None or parsed["stem"] != stem:
+                raise PgError(f"the backup {path} does not exist")
+            return self._by_stem(os.path.dirname(path), stem)
         parent = os.path.dirname(path)
         name = os.path.basename(path.rstrip(os.sep))
         parsed = catalog.parse_name(name)
@@ -517,6 +531,41 @@ class RestoreEngine:
                 )
             self.assertion_results.append({"name": item["name"], "ok": True})
             self.verified.append(f"assertion '{item['name']}' holds")
+
+    def check_existing(self):
+        """The restore's own checks on an existing database, changing nothing (tokotani.dr.postgresql_check).
+
+        With a backup: every table of its manifest is there with the manifest's row count (the
+        manifest is checked first, its signature included). Then every assertion, read-only.
+        """
+        self.psql = Psql(self.conn)
+        self.server = server_info(self.psql)
+        if not self._exists(self.database):
+            raise PgError(f"the database {self.database} does not exist: nothing to check", failed_check="database")
+        entry = None
+        tables = rows = None
+        if self.p.get("backup"):
+            entry = self.resolve()
+            if not entry["valid"]:
+                raise PgError(
+                    f"backup {entry['name']} is not valid: {'; '.join(entry['problems'])}. Nothing was checked.",
+                    problems=entry["problems"],
+                    failed_check="backup integrity",
+                )
+            if entry["kind"] == "managed":
+                self.verified.append(backup_keys.signature_line(entry, self.keys))
+                tables, rows = self._check(entry, self.database)
+        self._run_assertions(self.database)
+        return {
+            "changed": False,
+            "database": self.database,
+            "backup": catalog.public_entry(entry) if entry else None,
+            "tables": tables,
+            "rows": rows,
+            "verified": self.verified,
+            "assertions": self.assertion_results,
+            "warnings": self.warnings,
+        }
 
     def _assertion_problem(self, item, target):
         """None when the assertion's query returns one row whose first column is true, else what went wrong."""
@@ -859,3 +908,15 @@ def restore(params, check_mode=False, log=None):
     except OSError as err:
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         raise PgError(f"{err.strerror or err}{where}") from err
+
+
+def check(params, check_mode=False, log=None):
+    """Check an existing database (row counts against a backup's manifest, assertions); changes nothing."""
+    conn = Connection.from_params(params)
+    engine = RestoreEngine(conn, dict(params, mode="into"), check_mode=check_mode, log=log)
+    try:
+        return engine.check_existing()
+    except PgError as err:
+        err.details.setdefault("verified", list(engine.verified))
+        err.details.setdefault("assertions", list(engine.assertion_results))
+        raise

@@ -139,6 +139,33 @@ def backup_argument_spec():
     return spec
 
 
+def assertions_option():
+    """The operator's SQL assertions: a list of {name, sql}."""
+    return {
+        "type": "list",
+        "elements": "dict",
+        "default": [],
+        "options": {
+            "name": {"type": "str", "required": True},
+            "sql": {"type": "str", "required": True},
+        },
+    }
+
+
+def check_argument_spec():
+    """tokotani.dr.postgresql_check."""
+    spec = postgres_argument_spec()
+    spec.update(
+        database={"type": "str", "required": True, "aliases": ["db"]},
+        backup={"type": "str"},
+        backup_dir={"type": "path"},
+        source_database={"type": "str"},
+        assertions=assertions_option(),
+    )
+    spec.update(key_argument_spec())
+    return spec
+
+
 def restore_argument_spec():
     """tokotani.dr.postgresql_restore."""
     spec = postgres_argument_spec()
@@ -154,15 +181,7 @@ def restore_argument_spec():
         analyze={"type": "bool", "default": True},
         maintenance_work_mem={"type": "str", "default": "256MB"},
         work_dir={"type": "path"},
-        assertions={
-            "type": "list",
-            "elements": "dict",
-            "default": [],
-            "options": {
-                "name": {"type": "str", "required": True},
-                "sql": {"type": "str", "required": True},
-            },
-        },
+        assertions=assertions_option(),
         previous_database={"type": "str"},
     )
     spec.update(key_argument_spec())

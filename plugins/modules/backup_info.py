@@ -151,6 +151,16 @@ backups:
     verified:
       description: Whether its content was re-read (sha256 or the whole gzip stream) by this run.
       type: bool
+    signed:
+      description:
+        - V(true) when the manifest is signed by O(backup_key) or one of O(backup_previous_keys); V(false) when it
+          carries no signature (legacy files never do); null when it is signed but no key was given to check it.
+        - With a key, a manifest that is not signed (without O(allow_unsigned)), signed by another key, or changed
+          after signing is listed as not valid, with the reason in RV(backups[].problems).
+      type: bool
+    signed_by:
+      description: The id of the key whose signature was checked (a hash of the key, never the key); else null.
+      type: str
     problems:
       description: What makes it invalid.
       type: list

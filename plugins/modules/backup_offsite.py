@@ -280,6 +280,14 @@ sha256:
   description: The backup's sha256, from its manifest (for a directory backup, of its sorted file listing).
   returned: when O(mode=pull), or O(mode=push) of one backup
   type: str
+signed:
+  description: O(mode=pull) - whether the pulled manifest was signed by a key given (see RV(backups[].signed)).
+  returned: when O(mode=pull)
+  type: bool
+key_id:
+  description: O(mode=pull) - the id of the key that signed the pulled manifest; null when unsigned or unchecked.
+  returned: when O(mode=pull)
+  type: str
 backups:
   description:
     - O(mode=push) - one element per backup considered, with its C(status) (V(pushed), V(already_offsite),
@@ -345,6 +353,17 @@ backups:
     valid:
       description: Whether the manifest is well-formed and every data object is there with the manifest's size.
       type: bool
+    signed:
+      description:
+        - V(true) when the manifest is signed by O(backup_key) or one of O(backup_previous_keys); V(false) when it
+          carries no signature; null when no key was given to check it.
+        - With a key, a manifest not signed (without O(allow_unsigned)), signed by another key, or changed after
+          signing makes the entry not valid, with the reason in RV(backups[].problems) - it is never RV(newest),
+          never pulled as latest, never counted among O(keep_min), and never pruned.
+      type: bool
+    signed_by:
+      description: The id of the key whose signature was checked (a hash of the key, never the key); else null.
+      type: str
     problems:
       description: What makes it invalid.
       type: list

@@ -216,6 +216,16 @@ sha256:
   returned: success and not check mode
   type: str
   sample: 5e73193ec7840fe37b569e40b0d8903fe578f2c9dc1338b0c6b8cfba3c002a5c
+signed:
+  description: Whether the manifest was signed with O(backup_key).
+  returned: success and not check mode
+  type: bool
+  sample: true
+key_id:
+  description: The id of the key that signed the manifest (a hash of the key, never the key); null when unsigned.
+  returned: success and not check mode
+  type: str
+  sample: 3f9c2a7d41b0e6c8
 duration:
   description: Seconds from start to the backup being in place (before retention).
   returned: success and not check mode

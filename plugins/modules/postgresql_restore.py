@@ -55,8 +55,10 @@ options:
     aliases: [db]
   backup:
     description:
-      - The backup - a path to its data (file or directory) or manifest, a name in O(backup_dir), or V(latest),
-        the newest valid backup of O(source_database) in O(backup_dir) (legacy C(.sql.gz) files included).
+      - The backup - a path to its data (file or directory) or manifest; a name in O(backup_dir) as an operator types
+        it - the stem (V(backup_2026-01-05_02-00-00)), the data name (V(backup_2026-01-05_02-00-00.dir),
+        C(.dump), C(.sql.gz)) or the manifest name; or V(latest), the newest valid backup of O(source_database) in
+        O(backup_dir) (legacy C(.sql.gz) files included).
     type: str
     default: latest
   backup_dir:
@@ -113,9 +115,10 @@ options:
   assertions:
     description:
       - SQL checks of the restored database, for example that C(_prisma_migrations) is not empty.
-      - Each query must return exactly one row whose first column is V(true). It runs in its own read-only session
-        (C(statement_timeout) 5 minutes) connected to the restored database, wrapped as a subquery, so write one
-        query (C(SELECT) or C(WITH)) without anything after it.
+      - Each query must return exactly one row whose first column is V(true). It runs in its own session, read-only
+        at the server (C(default_transaction_read_only), C(statement_timeout) 5 minutes), connected to the restored
+        database, opened as a cursor inside one C(DO) statement, so write one query (C(SELECT) or C(WITH)) that
+        returns rows, without anything after it; it can neither write nor run a second statement.
       - "False, NULL, no row, several rows or an SQL error fail the restore with
         C(assertion '<name>' failed: <what it returned or the SQL error>); the new database is dropped and the live
         database is not touched."

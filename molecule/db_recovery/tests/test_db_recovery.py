@@ -54,3 +54,21 @@ def test_offsite_pull_left_a_verified_copy(host):
     assert pulled.is_directory
     assert pulled.user == "postgres"
     assert any(name.endswith(".manifest.json") for name in pulled.listdir())
+
+
+# Runs inside the container: every manifest, local and pulled, carries the signature of the backup key.
+SIGNED = """
+import glob, json
+docs = [json.load(open(p)) for p in glob.glob("/srv/tokotani/shared/backups/**/*.manifest.json", recursive=True)]
+print(len(docs), sum(1 for d in docs if (d.get("signature") or {}).get("algorithm") == "HMAC-SHA256"))
+"""
+
+
+def test_every_backup_is_signed_and_the_key_is_on_disk_only_in_the_root_only_environment_file(host):
+    total, signed = host.check_output("python3 -c %s", SIGNED).split()
+    assert int(total) > 0 and signed == total
+    key = host.ansible.get_variables()["tokotani_backup_key"]
+    holders = host.run("grep -rlF -- %s /etc /srv/tokotani/shared /var/lib/tokotani-dr", key).stdout.split()
+    assert holders == ["/etc/tokotani-dr/backup.env"], holders
+    env = host.file("/etc/tokotani-dr/backup.env")
+    assert (env.user, env.group, env.mode) == ("root", "root", 0o600)

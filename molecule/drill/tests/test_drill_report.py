@@ -74,6 +74,7 @@ def test_drill_printed_the_summary_and_no_secret():
     out = (EPHEMERAL / "drill-output.txt").read_text()
     assert "database_recovery" in out and "rc=0" in out
     assert "sandbox-secret-do-not-print" not in out
+    assert "sandbox-backup-key-do-not-print" not in out
 
 
 def test_a_failed_scenario_still_writes_its_report_and_fails_the_drill():

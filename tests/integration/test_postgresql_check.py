@@ -1,0 +1,106 @@
+"""tokotani.dr.postgresql_check on a real PostgreSQL 15: the restore's checks on an existing database,
+read-only, with the operator's message for every check that does not hold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from backup_support import conn_args, databases, drop_db, load_shop, run_module, table_checksums
+
+DB = "ck_live"
+KEY = "ck-backup-key-" + "k" * 32
+
+
+@pytest.fixture(scope="module")
+def live(pg_cluster, tmp_path_factory):
+    load_shop(pg_cluster, DB, fidelity=False, seed=13)
+    src = tmp_path_factory.mktemp("ck_backups")
+    made = run_module("postgresql_backup", conn_args(pg_cluster, database=DB, backup_dir=str(src), backup_key=KEY))
+    assert not made.get("failed"), made
+    yield {"dir": src, "made": made, "manifest": made["manifest_path"]}
+    for db in databases(pg_cluster, "ck_"):
+        drop_db(pg_cluster, db)
+
+
+def check(cluster, **extra) -> dict:
+    return run_module("postgresql_check", conn_args(cluster, **{"database": DB, **extra}))
+
+
+def test_the_live_database_matches_its_backup_and_the_assertions_hold(pg_cluster, live):
+    result = check(
+        pg_cluster,
+        backup=live["manifest"],
+        backup_key=KEY,
+        assertions=[{"name": "orders exist", "sql": "SELECT count(*) > 0 FROM orders"}],
+    )
+    assert not result.get("failed") and result["changed"] is False, result
+    assert result["tables"] == live["made"]["tables"] and result["rows"] == live["made"]["rows"]
+    assert result["verified"] == [
+        f"the manifest of {live['made']['name']} is signed by backup key {live['made']['key_id']}",
+        f"{result['tables']} tables present with the manifest's row counts ({result['rows']} rows)",
+        "assertion 'orders exist' holds",
+    ]
+    assert result["assertions"] == [{"name": "orders exist", "ok": True}]
+
+
+def test_a_row_written_since_the_backup_is_named(pg_cluster, live):
+    pg_cluster.psql("INSERT INTO users (email, name) VALUES ('ck-late@example.com', 'late');", db=DB)
+    try:
+        result = check(pg_cluster, backup=live["manifest"], backup_key=KEY)
+        assert result["failed"] and result["failed_check"] == "row counts", result
+        assert result["msg"].startswith("row counts differ from the manifest: public.users has "), result
+        assert "the manifest says" in result["msg"]
+        assert result["verified"] == [
+            f"the manifest of {live['made']['name']} is signed by backup key {live['made']['key_id']}"
+        ]
+    finally:
+        pg_cluster.psql("DELETE FROM users WHERE email = 'ck-late@example.com';", db=DB)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DELETE FROM order_items RETURNING true",
+        "SELECT true; SET default_transaction_read_only = off; COMMIT; DELETE FROM order_items",
+        "WITH gone AS (DELETE FROM order_items RETURNING 1) SELECT count(*) > 0 FROM gone",
+    ],
+)
+def test_an_assertion_that_tries_to_write_fails_and_writes_nothing(pg_cluster, live, sql):
+    before = table_checksums(pg_cluster, DB)
+    result = check(pg_cluster, assertions=[{"name": "sneaky", "sql": sql}])
+    assert result["failed"] and result["failed_check"] == "assertion 'sneaky'", result
+    assert result["msg"].startswith("assertion 'sneaky' failed: "), result
+    assert result["assertions"][0]["ok"] is False
+    assert table_checksums(pg_cluster, DB) == before
+
+
+def test_a_crafted_table_name_in_an_unsigned_manifest_reaches_the_server_only_as_an_identifier(
+    pg_cluster, live, tmp_path
+):
+    doc = json.loads(Path(live["manifest"]).read_text())
+    doc.pop("signature")
+    doc["tables"].append({"schema": "public", "name": 'x" ; DROP TABLE orders; --', "rows": 0})
+    shutil.copytree(live["dir"], tmp_path / "b", dirs_exist_ok=True)
+    manifest = tmp_path / "b" / f"{doc['name']}.manifest.json"
+    manifest.write_text(json.dumps(doc))
+    before = table_checksums(pg_cluster, DB)
+
+    refused = check(pg_cluster, backup=str(manifest), backup_key=KEY)
+    assert refused["failed"] and refused["failed_check"] == "backup integrity", refused
+    assert "is not signed, and a backup key is configured" in refused["msg"]
+    assert refused["msg"].endswith("Nothing was checked.")
+
+    unchecked = check(pg_cluster, backup=str(manifest))
+    assert unchecked["failed"], unchecked
+    assert unchecked["failed_check"] in ("tables present", "backup integrity"), unchecked
+    assert table_checksums(pg_cluster, DB) == before
+    assert "orders" in pg_cluster.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public';", db=DB).split()
+
+
+def test_a_missing_database_is_a_plain_message(pg_cluster, live):
+    result = check(pg_cluster, database="ck_nope", backup=live["manifest"])
+    assert result["failed"] and result["msg"] == "the database ck_nope does not exist: nothing to check", result
+    assert "ck_nope" not in databases(pg_cluster, "ck_")
