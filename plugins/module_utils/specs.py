@@ -118,8 +118,17 @@ def backup_argument_spec():
         lock_timeout={"type": "int", "default": 300},
         space_check={"type": "bool", "default": True},
         space_check_ratio={"type": "float"},
+        **keep_previous_argument_spec(),
     )
     return spec
+
+
+def keep_previous_argument_spec():
+    """The retention of the databases restores keep (leftovers.plan_keep_previous): backup, restore, backup_info."""
+    return {
+        "keep_previous": {"type": "int", "default": 2},
+        "keep_previous_days": {"type": "int", "default": 7},
+    }
 
 
 def restore_argument_spec():
@@ -147,6 +156,7 @@ def restore_argument_spec():
             },
         },
         previous_database={"type": "str"},
+        **keep_previous_argument_spec(),
     )
     return spec
 

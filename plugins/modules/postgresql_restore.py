@@ -30,11 +30,29 @@ description:
     one to O(database). Nothing is dropped.
   - Any SQL error fails the restore (C(pg_restore --exit-on-error), C(psql -v ON_ERROR_STOP=1)). On any
     failure the new database is dropped and the live database is exactly as it was.
+  - SIGTERM, SIGINT and SIGHUP are failures like any other - the children (C(pg_restore) and its workers, the
+    decompressors, C(psql), C(vacuumdb)) are stopped, the new database is dropped and the message says so
+    (C(the restore was interrupted by SIGTERM - pg_restore was stopped, the scratch database ... was dropped and
+    the live database ... is as it was)). A signal during the swap waits until its transaction has committed or
+    rolled back, so the live database is never left missing. The children run under C(setpriv --pdeathsig KILL)
+    (util-linux), so that even C(kill -9) of the module leaves no C(pg_restore) running.
+  - First of all (once confirmed) it removes what interrupted runs left - C(<database>__restore_<timestamp>)
+    databases and C(.tokotani-restore-*) staging directories (in the backup directory, O(work_dir) and the temporary
+    directory) whose run is gone. Each run holds a lock on a lock file named after what it makes
+    (C(.tokotani-db.<name>.lock) in the backup directory, C(<directory>.lock) beside a directory) for its whole life;
+    a leftover whose lock file no process holds is stale, and one without a lock file only once it is more than a
+    day old (made on another host, or by an older version). Its connections (an orphaned C(pg_restore)) are
+    terminated before it is dropped. RV(leftovers) says what was removed and what was left, and why.
+  - Holds a shared lock on the backup it reads (C(.tokotani-use.<name>.lock) beside it) for its whole run, so that
+    retention does not remove it meanwhile; other readers are never blocked.
+  - After a swap (O(mode=replace) or O(mode=revert)) applies O(keep_previous) to the kept databases of O(database)
+    and reports it in RV(kept_databases).
   - Passwords reach C(pg_restore) and C(psql) through the environment, never through their command line.
 author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
   - tokotani.dr.postgres
+  - tokotani.dr.keep_previous
 attributes:
   check_mode:
     support: full
@@ -290,6 +308,35 @@ swap_attempts:
   returned: success and not check mode
   type: int
   sample: 1
+leftovers:
+  description:
+    - What interrupted runs had left, and what this run did with each - C(kind) (V(scratch_database),
+      V(work_directory) or V(lock_file)), C(name), C(path), C(action) (V(removed), V(left), V(failed); in check mode
+      V(would_remove)), C(reason), and C(holders) of what is in use.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"kind": "scratch_database", "name": "tokotani__restore_20260105_083512", "path": null,
+            "action": "removed", "reason": "its run ended without removing it (no process holds its lock)"}]
+kept_databases:
+  description:
+    - What O(keep_previous) did after the swap with each kept database of O(database) - C(name), C(kind)
+      (V(pre_restore) or V(failed_restore)), C(made_at), C(action) (V(kept), V(dropped), V(failed)), C(reason) and
+      C(backup) (the backup of the kept database that holds its data). A restore drops only kept databases such a
+      backup already holds.
+      Empty in check mode and in O(mode=into).
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"name": "tokotani__pre_restore_20260101_020000", "kind": "pre_restore", "action": "dropped",
+            "made_at": "2026-01-01T02:00:00.000000Z",
+            "reason": "beyond the newest 2; backed up first as backup_2026-01-05_02-00-41",
+            "backup": "backup_2026-01-05_02-00-41"}]
+interrupted_by:
+  description: The signal that stopped the run (V(SIGTERM), V(SIGINT) or V(SIGHUP)); RV(msg) says what was undone.
+  returned: failure, when a signal stopped the run
+  type: str
+  sample: SIGTERM
 msg:
   description: What was done.
   returned: always
