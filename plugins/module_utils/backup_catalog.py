@@ -838,12 +838,12 @@ def hold_backup(entry, what, wait=USE_WAIT, must_exist=True):
     Readers never wait for each other; retention (delete_unless_in_use) skips a backup while any
     reader holds it. A reader waits up to wait seconds while retention is deleting it, and then fails
     saying so, as it does when the backup is gone once the lock is taken (unless must_exist is false:
-    a pull, about to write it). Returns the lock: its release() also removes the lock file when the
-    backup does not exist (any more) and no other run holds it. When the directory is read-only, a
-    locks.Unlocked whose ``warning`` says that retention could remove the backup meanwhile.
+    a pull, about to write it). Returns the lock: its release() also removes the lock file when no
+    other run holds it. When the directory is read-only, a locks.Unlocked whose ``warning`` says that
+    retention could remove the backup meanwhile.
     """
     directory, stem = entry["directory"], entry["name"]
-    lock = _UseLock(use_lock_path(directory, stem), what, entry.get("path"))
+    lock = _UseLock(use_lock_path(directory, stem), what)
     try:
         lock.acquire(wait, shared=True, busy=lambda _lock: _being_removed(entry, wait))
     except OSError as err:
@@ -864,15 +864,11 @@ def hold_backup(entry, what, wait=USE_WAIT, must_exist=True):
 
 
 class _UseLock(locks.FileLock):
-    """A reader's lock on one backup; the lock file goes once the backup does not exist and nobody holds it."""
+    """A reader's lock on one backup; the last reader to let go removes the lock file (a reader that opened
+    it meanwhile notices, FileLock opens it again), so that nothing is left in the directory."""
 
-    def __init__(self, path, what, data_path):
-        super().__init__(path, what)
-        self.data_path = data_path
-
-    def release(self, remove=False):
-        gone = not (self.data_path and os.path.lexists(self.data_path))
-        super().release(remove=remove or ("alone" if gone else False))
+    def release(self, remove="alone"):
+        super().release(remove=remove)
 
 
 def _being_removed(entry, wait):

@@ -77,6 +77,8 @@ class FileLock:
         return os.open(self.path, flags, FILE_MODE)
 
     def _take(self, fd, shared):
+        """flock fd without waiting: True (fd is now self.fd), False while others hold it, None when the
+        file was unlinked or replaced before the lock was taken (a holder removed it): open it again."""
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as err:
@@ -84,6 +86,9 @@ class FileLock:
                 return False
             raise
         try:
+            if not self._same_file(fd):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                return None
             if not shared:
                 os.ftruncate(fd, 0)
             with contextlib.suppress(OSError):  # a full disk: the lock holds without its description
@@ -95,25 +100,45 @@ class FileLock:
         self.shared = shared
         return True
 
+    def _same_file(self, fd):
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            return False
+        held = os.fstat(fd)
+        return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
     def try_acquire(self, shared=False, create=True):
         """Take the lock without waiting: True, or False when another holder keeps it. Raises OSError
         when the file cannot be opened (FileNotFoundError when it is missing and create is false)."""
-        fd = self._open(create)
-        try:
-            taken = self._take(fd, shared)
-        except BaseException:
-            os.close(fd)
-            raise
-        if not taken:
-            os.close(fd)
-        return taken
+        while True:
+            fd = self._open(create)
+            try:
+                taken = self._take(fd, shared)
+            except BaseException:
+                os.close(fd)
+                raise
+            if taken is None:
+                os.close(fd)
+                continue
+            if not taken:
+                os.close(fd)
+            return taken
 
     def acquire(self, timeout=0.0, shared=False, poll=0.1, busy=None):
         """Wait up to timeout seconds for the lock; then raise busy(self) (a DrError), else LockBusy."""
         fd = self._open(True)
         deadline = time.monotonic() + max(0.0, float(timeout))
         try:
-            while not self._take(fd, shared):
+            while True:
+                taken = self._take(fd, shared)
+                if taken:
+                    return self
+                if taken is None:
+                    os.close(fd)
+                    fd = None
+                    fd = self._open(True)
+                    continue
                 if time.monotonic() >= deadline:
                     if busy is not None:
                         raise busy(self)
@@ -125,10 +150,9 @@ class FileLock:
                     )
                 time.sleep(poll)
         except BaseException:
-            if self.fd is None:
+            if self.fd is None and fd is not None:
                 os.close(fd)
             raise
-        return self
 
     @property
     def held(self):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,6 +107,25 @@ def test_release_alone_removes_the_file_only_when_nobody_else_holds_it(tmp_path)
     assert not os.path.exists(path)
 
 
+def test_a_lock_file_removed_while_waiting_for_it_is_opened_again(tmp_path):
+    path = str(tmp_path / "x.lock")
+    holder = locks.FileLock(path, "retention").acquire(0)
+    waiter = locks.FileLock(path, "restore of shop")
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (waiter.acquire(5, shared=True), done.set()))
+    thread.start()
+    time.sleep(0.3)  # the waiter has the old file open and polls it
+    holder.release(remove=True)
+    thread.join(10)
+    try:
+        assert done.is_set()
+        held, current = os.fstat(waiter.fd), os.stat(path)
+        assert (held.st_dev, held.st_ino) == (current.st_dev, current.st_ino), "it holds the file at the path"
+        assert not locks.FileLock(path).try_acquire(), "so a writer sees it"
+    finally:
+        waiter.release()
+
+
 @pytest.mark.parametrize(
     ("state", "age", "stale", "words"),
     [
@@ -144,7 +164,9 @@ def test_retention_skips_a_backup_a_reader_holds_and_removes_it_later(tmp_path):
         assert len(catalog.in_use(entry)) == 2
     finally:
         reader.release()
+        assert os.path.exists(catalog.use_lock_path(entry["directory"], entry["name"])), "the other still reads"
         other.release()
+    assert not os.path.exists(catalog.use_lock_path(entry["directory"], entry["name"])), "the last reader removes it"
     assert catalog.in_use(entry) == []
     assert catalog.delete_unless_in_use(entry) is None
     assert not os.path.exists(entry["path"]) and not os.path.exists(entry["manifest_path"])
