@@ -310,28 +310,19 @@ swap_attempts:
   sample: 1
 leftovers:
   description:
-    - What interrupted runs had left, and what this run did with each - C(kind) (V(scratch_database),
-      V(work_directory) or V(lock_file)), C(name), C(path), C(action) (V(removed), V(left), V(failed); in check mode
-      V(would_remove)), C(reason), and C(holders) of what is in use.
+    - What interrupted runs had left, and what this run did with each, as in
+      RV(tokotani.dr.postgresql_backup#module:leftovers) (scratch databases of O(database), staging directories).
   returned: success
   type: list
   elements: dict
-  sample: [{"kind": "scratch_database", "name": "tokotani__restore_20260105_083512", "path": null,
-            "action": "removed", "reason": "its run ended without removing it (no process holds its lock)"}]
 kept_databases:
   description:
-    - What O(keep_previous) did after the swap with each kept database of O(database) - C(name), C(kind)
-      (V(pre_restore) or V(failed_restore)), C(made_at), C(action) (V(kept), V(dropped), V(failed)), C(reason) and
-      C(backup) (the backup of the kept database that holds its data). A restore drops only kept databases such a
-      backup already holds.
-      Empty in check mode and in O(mode=into).
+    - What O(keep_previous) did after the swap, as in RV(tokotani.dr.postgresql_backup#module:kept_databases). A
+      restore drops only the kept databases that a backup of them already holds; the others it leaves to the next
+      backup run. Empty in check mode and in O(mode=into).
   returned: success
   type: list
   elements: dict
-  sample: [{"name": "tokotani__pre_restore_20260101_020000", "kind": "pre_restore", "action": "dropped",
-            "made_at": "2026-01-01T02:00:00.000000Z",
-            "reason": "beyond the newest 2; backed up first as backup_2026-01-05_02-00-41",
-            "backup": "backup_2026-01-05_02-00-41"}]
 interrupted_by:
   description: The signal that stopped the run (V(SIGTERM), V(SIGINT) or V(SIGHUP)); RV(msg) says what was undone.
   returned: failure, when a signal stopped the run

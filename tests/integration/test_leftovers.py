@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 from backup_support import (
-    ROOT,
     conn_args,
     copy_backup,
     databases,
@@ -30,6 +29,7 @@ from backup_support import (
     finish_module,
     load_shop,
     pids_with,
+    run_job,
     run_module,
     start_module,
     table_checksums,
@@ -48,10 +48,6 @@ CREATE TABLE orders (id int PRIMARY KEY, note text);
 INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 1000) g;
 ANALYZE;
 """
-LAUNCHER = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner; sys.exit(dr_runner.main())"
-)
 HOLD_LOCK = (
     "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600); "
     "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'pid %d on here since now: a restore\\n' % os.getpid()); "
@@ -192,16 +188,7 @@ def run_verify(cluster, tmp_path, backup_dir):
             "login_user": cluster.superuser,
         },
     }
-    path = tmp_path / "verify.json"
-    path.write_text(json.dumps(config))
-    proc = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, str(ROOT / ".collections"), "verify", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": cluster.password},
-        timeout=300,
-        check=False,
-    )
+    proc = run_job("verify", config, tmp_path / "verify.json", {"PGPASSWORD": cluster.password})
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
