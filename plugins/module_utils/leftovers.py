@@ -453,10 +453,12 @@ class Janitor:
             if os.path.exists(lock_file) and not claim.try_acquire(create=False):
                 return dict(out, action="left", reason="claimed by another run meanwhile")
         except OSError:
-            pass  # gone meanwhile
+            return dict(out, action="left", reason="its lock file went meanwhile (another cleanup?)")
         try:
             if item["kind"] == "work_directory":
                 shutil.rmtree(item["path"])
+        except FileNotFoundError:
+            pass
         except OSError as err:
             claim.release()
             self.warnings.append(f"could not remove {item['path']} of an interrupted run: {err.strerror}")
