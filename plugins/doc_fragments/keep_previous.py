@@ -17,9 +17,10 @@ options:
       - What a kept database alone holds is what was written to the database between its last backup and the
         restore (or revert) that set it aside, and nothing tells whether anything was. So one due to go is dropped
         only once a backup holds all of its data - a valid backup of the kept database itself in the backup
-        directory. M(tokotani.dr.postgresql_backup) (and the daily backup timer) takes that backup first, like its
-        own backups but of the kept database and labelled C(keep_previous archive), then drops it; a restore only
-        drops what such a backup already holds and leaves the rest to the next backup run. Retention never drops
+        directory, taken after it was set aside, whose checksums are verified right before the drop.
+        M(tokotani.dr.postgresql_backup) (and the daily backup timer) takes that backup first, like its own backups
+        but of the kept database and labelled C(keep_previous archive), then drops it; a restore only drops what
+        such a backup already holds and leaves the rest to the next backup run. Retention never drops
         the only copy of data; the archives are never pruned automatically (restore one with
         M(tokotani.dr.postgresql_restore) O(tokotani.dr.postgresql_restore#module:mode=into) and
         O(tokotani.dr.postgresql_restore#module:source_database) set to the kept database's name; delete it when it

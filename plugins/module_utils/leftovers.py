@@ -355,6 +355,18 @@ def plan_keep_previous(kept, held, now, *, keep=KEEP_PREVIOUS, keep_days=KEEP_PR
     return decisions
 
 
+def held_by(kept, entries):
+    """{kept database name: the newest valid backup entry of that very database that started at or after
+    it was set aside}. entries: catalog entries, newest first. A pure decision."""
+    made = {item["name"]: item["made_at"] for item in kept}
+    held = {}
+    for entry in entries:
+        name = entry.get("database")
+        if name in made and name not in held and entry["valid"] and (entry["timestamp"] or 0) >= made[name]:
+            held[name] = entry
+    return held
+
+
 # --------------------------------------------------------------------------- the janitor
 
 
@@ -539,14 +551,13 @@ class Janitor:
             kept.extend(dict(item, kind=kind) for item in derived_databases(names, database, marker))
         if not kept:
             return []
-        held = {}
-        for entry in catalog.scan(backup_dir, include_legacy=False)["backups"] if backup_dir else []:
-            if entry["valid"] and entry["database"] in {item["name"] for item in kept}:
-                held.setdefault(entry["database"], entry["name"])  # newest first
+        entries = catalog.scan(backup_dir, include_legacy=False)["backups"] if backup_dir else []
+        held = held_by(kept, entries)
+        names = {name: entry["name"] for name, entry in held.items()}
         report = []
-        for item, action, reason in plan_keep_previous(kept, held, now, keep=keep, keep_days=keep_days):
+        for item, action, reason in plan_keep_previous(kept, names, now, keep=keep, keep_days=keep_days):
             out = {"name": item["name"], "kind": item["kind"], "made_at": catalog.epoch_to_iso(item["made_at"])}
-            out["backup"] = held.get(item["name"])
+            out["backup"] = names.get(item["name"])
             if action == "keep":
                 report.append(dict(out, action="kept", reason=reason))
             elif self.check_mode:
@@ -556,10 +567,25 @@ class Janitor:
                 later = f"; the next backup run of {database} backs it up, then drops it"
                 report.append(dict(out, action="kept", reason=reason + later))
             else:
-                report.append(dict(out, **self._drop_kept(item["name"], reason, out["backup"], archive)))
+                report.append(dict(out, **self._drop_kept(item["name"], reason, held.get(item["name"]), archive)))
         return report
 
-    def _drop_kept(self, name, reason, backup, archive):
+    def _drop_kept(self, name, reason, entry, archive):
+        """Drop a kept database due to go: once its backup (entry) passes its checksums, or after archive()."""
+        backup = None
+        if entry is not None:
+            try:
+                with catalog.hold_backup(entry, f"keep_previous: checking the backup of {name}"):
+                    catalog.verify_entry(entry)
+            except catalog.CatalogError as err:
+                entry.update(valid=False, problems=[err.msg])
+            if entry["valid"]:
+                backup = entry["name"]
+            else:
+                reason += f", but that backup fails its checksums ({'; '.join(entry['problems'][:3])})"
+                if archive is None:
+                    self.warnings.append(f"keep_previous kept {name}: {reason}")
+                    return {"action": "kept", "reason": f"{reason}: it stays", "backup": None}
         if backup is None:
             try:
                 backup = archive(name)

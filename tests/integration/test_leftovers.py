@@ -380,6 +380,31 @@ def test_keep_previous_drops_a_kept_database_only_once_a_backup_holds_it(pg_clus
         )
         assert not back.get("failed"), back
         assert pg_cluster.psql("SELECT note FROM after_backup;", db=f"{db}_salvage").strip() == "only here"
+
+        # An operator's backup of a kept database lets a restore drop it - once it passes its checksums.
+        own = run_module("postgresql_backup", conn_args(pg_cluster, database=kept[1], backup_dir=str(tmp_path)))
+        assert not own.get("failed"), own
+        damaged = max(Path(own["path"]).glob("*.zst"), key=lambda p: p.stat().st_size)
+        raw = bytearray(damaged.read_bytes())
+        raw[len(raw) // 2] ^= 0x01
+        damaged.write_bytes(bytes(raw))
+        args = conn_args(pg_cluster, database=db, backup_dir=str(tmp_path), confirm=True, keep_previous=1)
+        restored = run_module("postgresql_restore", args)
+        assert not restored.get("failed"), restored
+        decision = {k["name"]: k for k in restored["kept_databases"]}[kept[1]]
+        assert (
+            decision["action"] == "kept"
+            and "but that backup fails its checksums (checksum mismatch" in decision["reason"]
+        )
+        assert kept[1] in databases(pg_cluster, db + "__pre_restore_")
+        # The backup run backs it up again (its own backup is damaged), then drops it.
+        backup = run_module(
+            "postgresql_backup", conn_args(pg_cluster, database=db, backup_dir=str(tmp_path), keep_previous=1)
+        )
+        assert not backup.get("failed"), backup
+        decision = {k["name"]: k for k in backup["kept_databases"]}[kept[1]]
+        assert decision["action"] == "dropped" and decision["backup"] not in (None, own["name"]), decision
+        assert databases(pg_cluster, db + "__pre_restore_") == [restored["previous_database"]]
     finally:
         for name in databases(pg_cluster, db):
             drop_db(pg_cluster, name)

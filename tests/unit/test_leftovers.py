@@ -114,6 +114,22 @@ def test_only_a_backup_of_the_kept_database_itself_lets_it_be_dropped():
     assert decide(items, held={"p3": "b"})[0][1] == "keep", "a backup never shortens the window"
 
 
+def test_what_holds_a_kept_database_is_a_valid_backup_of_it_taken_after_it_was_set_aside():
+    def entry(name, database, age_days, valid=True):
+        return {"name": name, "database": database, "timestamp": NOW - age_days * DAY, "valid": valid}
+
+    items = [kept("shop__pre_restore_a", 3), kept("shop__pre_restore_b", 3)]
+    entries = [  # newest first, as the catalog lists them
+        entry("b_new_damaged", "shop__pre_restore_a", 1, valid=False),
+        entry("b_of_shop", "shop", 1),
+        entry("b_a", "shop__pre_restore_a", 2),
+        entry("b_a_older", "shop__pre_restore_a", 2.5),
+        entry("b_b_before", "shop__pre_restore_b", 4),  # before b was set aside: not its data
+    ]
+    held = leftovers.held_by(items, entries)
+    assert {name: e["name"] for name, e in held.items()} == {"shop__pre_restore_a": "b_a"}
+
+
 def test_keep_previous_zero_and_same_second_copies():
     out = decide([kept("p1", 1, seq=1), kept("p1_2", 1, seq=2)], keep=0)
     assert [(n, a) for n, a, _r in out] == [("p1_2", "archive"), ("p1", "archive")]
