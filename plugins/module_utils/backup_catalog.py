@@ -18,8 +18,6 @@ from __future__ import annotations
 import calendar
 import concurrent.futures
 import datetime
-import errno
-import fcntl
 import gzip
 import hashlib
 import json
@@ -27,10 +25,9 @@ import os
 import re
 import shutil
 import stat
-import time
 import zlib
 
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, locks
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import is_relpath, schema_problems
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import properties_problems
@@ -42,6 +39,10 @@ VERIFY_SUFFIX = ".verify.json"
 PARTIAL_SUFFIX = ".partial"
 LOCK_PREFIX = ".tokotani-backup."
 LOCK_SUFFIX = ".lock"
+# Per backup: readers hold it shared, retention takes it exclusively (see hold_backup).
+USE_PREFIX = ".tokotani-use."
+# How long a reader waits while retention is deleting the backup it wants.
+USE_WAIT = 60
 HASH_CHUNK = 1 << 20
 HASH_WORKERS = min(4, os.cpu_count() or 1)
 FILE_MODE = 0o600
@@ -780,68 +781,38 @@ def delete_entry(entry):
 # --------------------------------------------------------------------------- locks
 
 
-def lock_path(directory, key):
-    """The lock file of one database's backups in directory (the name is made filesystem-safe)."""
+def lock_path(directory, key, prefix=LOCK_PREFIX):
+    """The lock file of one database's backups in directory (the name is made filesystem-safe).
+
+    With another prefix, the lock file of something else named key (USE_PREFIX: one backup).
+    """
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", key)
     if safe != key:
         safe = "{}-{}".format(safe, hashlib.sha256(key.encode("utf-8")).hexdigest()[:8])
-    return os.path.join(directory, LOCK_PREFIX + safe + LOCK_SUFFIX)
+    return os.path.join(directory, prefix + safe + LOCK_SUFFIX)
 
 
-class DirLock:
+class DirLock(locks.FileLock):
     """An exclusive flock on a lock file; the kernel releases it when the holder dies."""
 
     def __init__(self, directory, key):
-        self.path = lock_path(directory, key)
+        super().__init__(lock_path(directory, key), f"lock {key}")
         self.key = key
-        self.fd = None
 
     def holder(self):
-        try:
-            with open(self.path, encoding="utf-8") as handle:
-                return handle.read().strip() or None
-        except OSError:
-            return None
+        return "; ".join(locks.holders(self.path)) or None
 
     def acquire(self, timeout, poll=0.2):
         """Wait up to timeout seconds; raises CatalogError naming the holder."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-        deadline = time.monotonic() + max(0.0, float(timeout))
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as err:
-                if err.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise CatalogError(
-                        f"another backup of database {self.key} is running in {os.path.dirname(self.path)} "
-                        f"(lock {self.path} held by {self.holder() or 'another process'}); waited {int(timeout)} s. "
-                        "Let it finish, or raise lock_timeout.",
-                        lock=self.path,
-                    ) from None
-                time.sleep(poll)
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {os.uname()[1]} since {iso(utcnow())}\n".encode())
-        self.fd = fd
-        return self
+        return super().acquire(timeout, poll=poll, busy=lambda _lock: self._busy(timeout))
 
-    def release(self):
-        if self.fd is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self.fd)
-                self.fd = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
+    def _busy(self, timeout):
+        return CatalogError(
+            f"another backup of database {self.key} is running in {os.path.dirname(self.path)} "
+            f"(lock {self.path} held by {self.holder() or 'another process'}); waited {int(timeout)} s. "
+            "Let it finish, or raise lock_timeout.",
+            lock=self.path,
+        )
 
 
 def other_lock_held(directory, own_path=None):
@@ -852,18 +823,89 @@ def other_lock_held(directory, own_path=None):
         path = os.path.join(directory, name)
         if own_path and os.path.abspath(path) == os.path.abspath(own_path):
             continue
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        except OSError:
+        if locks.probe(path) == locks.HELD:
             return True
-        finally:
-            os.close(fd)
     return False
+
+
+# --------------------------------------------------------------------------- backups in use
+
+
+def use_lock_path(directory, stem):
+    """The lock file readers of one backup share and retention takes exclusively."""
+    return lock_path(directory, stem, prefix=USE_PREFIX)
+
+
+def hold_backup(entry, what, wait=USE_WAIT, must_exist=True):
+    """A shared lock on a backup for as long as a run reads it (restore, push, pull, verify).
+
+    Readers never wait for each other; retention (delete_unless_in_use) skips a backup while any
+    reader holds it. A reader waits up to wait seconds while retention is deleting it, and then fails
+    saying so, as it does when the backup is gone once the lock is taken (unless must_exist is false:
+    a pull, about to write it). Returns the lock: its release() also removes the lock file when no
+    other run holds it. When the directory is read-only, a locks.Unlocked whose ``warning`` says that
+    retention could remove the backup meanwhile.
+    """
+    directory, stem = entry["directory"], entry["name"]
+    lock = _UseLock(use_lock_path(directory, stem), what)
+    try:
+        lock.acquire(wait, shared=True, busy=lambda _lock: _being_removed(entry, wait))
+    except OSError as err:
+        return locks.Unlocked(
+            f"cannot lock the backup {stem} in {directory} ({err.strerror}): retention elsewhere could remove it "
+            "while it is read"
+        )
+    if must_exist and (
+        not os.path.lexists(entry.get("path") or "")
+        or (entry.get("manifest_path") and not os.path.lexists(entry["manifest_path"]))
+    ):
+        lock.release()
+        raise CatalogError(
+            f"the backup {stem} was removed from {directory} (by retention?) before {what} could read it: "
+            "pick another backup"
+        )
+    return lock
+
+
+class _UseLock(locks.FileLock):
+    """A reader's lock on one backup; the last reader to let go removes the lock file (a reader that opened
+    it meanwhile notices, FileLock opens it again), so that nothing is left in the directory."""
+
+    def release(self, remove="alone"):
+        super().release(remove=remove)
+
+
+def _being_removed(entry, wait):
+    holder = "; ".join(locks.holders(use_lock_path(entry["directory"], entry["name"]))) or "another process"
+    return CatalogError(
+        f"the backup {entry['name']} in {entry['directory']} is being removed ({holder}); waited {int(wait)} s: "
+        "pick another backup"
+    )
+
+
+def in_use(entry):
+    """Who holds a backup now (readers, or retention deleting it): their descriptions, or an empty list."""
+    return locks.holders(use_lock_path(entry["directory"], entry["name"]))
+
+
+def delete_unless_in_use(entry):
+    """Retention's delete: take the backup's lock exclusively without waiting and delete it, or leave it.
+
+    Returns None when the backup was deleted, else who holds it (so that retention can say so; a later
+    run removes it).
+    """
+    lock = locks.FileLock(use_lock_path(entry["directory"], entry["name"]), "retention: removing the backup")
+    try:
+        taken = lock.try_acquire()
+    except OSError:
+        taken = None  # no lock file can be made (read-only directory): nobody can hold one either
+    if taken is False:
+        return "; ".join(locks.holders(lock.path)) or "another process"
+    try:
+        delete_entry(entry)
+    finally:
+        lock.release(remove=True)
+    return None
 
 
 def stale_partials(directory):

@@ -5,8 +5,9 @@
 One run is what the playbook ``tokotani.dr.backup`` does through the modules, with the same
 engines and the same option names:
 
-1. a backup with ``pg_backup.backup`` (tokotani.dr.postgresql_backup), whose local retention
-   (``keep_days``, ``keep_min``) runs right after the new backup is committed;
+1. a backup with ``pg_backup.backup`` (tokotani.dr.postgresql_backup): it first removes what interrupted
+   restores left, and its local retention (``keep_days``, ``keep_min``; a backup a run is reading is skipped)
+   and ``keep_previous`` run right after the new backup is committed;
 2. when ``offsite`` is configured, a push of the new backup with ``s3_offsite``
    (tokotani.dr.backup_offsite ``mode=push``), then a catch-up push of the local backups younger
    than the offsite ``keep_days`` that are not offsite yet (a run whose push failed is caught up
@@ -252,4 +253,6 @@ def _public_backup(result):
     out.update(tables=result.get("tables"), rows=result.get("rows"), pruned=result.get("pruned") or [])
     out["warnings"] = result.get("warnings") or []
     out["retention"] = result.get("retention")
+    out["leftovers"] = result.get("leftovers") or []
+    out["kept_databases"] = result.get("kept_databases") or []
     return out

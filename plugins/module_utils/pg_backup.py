@@ -27,14 +27,13 @@ import os
 import queue
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -89,11 +88,13 @@ SELECT json_build_object('schema', n.nspname, 'name', c.relname, 'oid', c.oid)
 """
 
 END_MARKER = "__tokotani_dr_end__"
+# The label of the backup keep_previous takes of a kept database before it drops it.
+ARCHIVE_LABEL = "keep_previous archive"
 TOC_DATA_RE = re.compile(r"^(\d+); 0 (\d+) TABLE DATA ")
 
 
-class Interrupted(PgError):
-    """Raised in the main thread when the process gets SIGTERM/SIGINT/SIGHUP."""
+# Raised in the main thread when the process gets SIGTERM/SIGINT/SIGHUP (leftovers.interruptible).
+Interrupted = leftovers.Interrupted
 
 
 def count_sql(tables):
@@ -515,41 +516,7 @@ class ZstdFollower:
 # --------------------------------------------------------------------------- the engine
 
 
-class _SignalGuard:
-    """Turn SIGTERM/SIGHUP/SIGINT into an exception in the main thread, so partials get removed."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-
-    def __init__(self):
-        self.previous = {}
-
-    def _handler(self, signum, _frame):
-        raise Interrupted(
-            f"the backup was interrupted by signal {signum}; the partial backup was removed, older backups are intact"
-        )
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                with contextlib.suppress(OSError, ValueError):
-                    self.previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def _kill(proc):
-    if proc is not None and proc.poll() is None:
-        try:
-            proc.terminate()
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        except OSError:
-            pass
+_kill = leftovers.stop_process
 
 
 class BackupEngine:
@@ -591,6 +558,8 @@ class BackupEngine:
             raise PgError("keep_min must be at least 1: the newest backup is never pruned")
         if self.p.get("keep_days", 14) < 0:
             raise PgError("keep_days cannot be negative")
+        if self.p.get("keep_previous", 2) < 0 or self.p.get("keep_previous_days", 7) < 0:
+            raise PgError("keep_previous and keep_previous_days cannot be negative")
 
     def _preflight(self):
         self.psql = Psql(self.conn)
@@ -842,18 +811,55 @@ class BackupEngine:
             if skipped:
                 self.warnings.append(skipped)
             result["removed_partials"] = removed
+            janitor = self._janitor(result, check_mode=False)
             space = None
             if self.p.get("space_check", True):
                 space = self._check_space()
-            with _SignalGuard():
-                backup = self._backup(started_wall, started)
+            try:
+                with leftovers.interruptible():
+                    backup = self._backup(started_wall, started)
+            except Interrupted as err:
+                err.msg = (
+                    f"the backup was interrupted by {err.signame}; the partial backup was removed, older backups are "
+                    "intact"
+                )
+                raise
             result.update(backup)
             result["space"] = space
             result["pruned"], result["retention"] = self._retention(apply=True)
+            self._keep_previous(janitor, result)
         finally:
             lock.release()
         result["warnings"] = self.warnings
         return result
+
+    def _janitor(self, result, check_mode):
+        """Remove (check mode: report) what interrupted restores left: result["leftovers"]."""
+        janitor = leftovers.Janitor(self.psql, self.directory, log=self.log, check_mode=check_mode)
+        scratch = [(self.database, leftovers.RESTORE_SCRATCH)]
+        result["leftovers"] = janitor.clean(scratch=scratch, directories=[self.directory])
+        return janitor
+
+    def _keep_previous(self, janitor, result):
+        """keep_previous on the databases restores kept of this database: result["kept_databases"]."""
+        result["kept_databases"] = janitor.keep_previous(
+            self.database,
+            self.directory,
+            keep=int(self.p.get("keep_previous", leftovers.KEEP_PREVIOUS)),
+            keep_days=int(self.p.get("keep_previous_days", leftovers.KEEP_PREVIOUS_DAYS)),
+            archive=self._archive,
+            keys=self.keys,
+        )
+        self.warnings.extend(janitor.warnings)
+
+    def _archive(self, name):
+        """Back up a kept database that keep_previous is about to drop (a backup then holds all of its data).
+
+        A backup like this run's, of the database name, labelled ARCHIVE_LABEL; returns its name.
+        """
+        params = dict(self.p, database=name, label=ARCHIVE_LABEL)
+        self.log(f"backing up the kept database {name} before keep_previous drops it")
+        return BackupEngine(self.conn, params, log=self.log).run()["name"]
 
     def _check_mode_result(self, result, started_wall):
         stem = catalog.stem_for(started_wall)
@@ -871,7 +877,9 @@ class BackupEngine:
         )
         partials, orphans = catalog.stale_partials(self.directory) if os.path.isdir(self.directory) else ([], [])
         result["removed_partials"] = orphans + partials
+        janitor = self._janitor(result, check_mode=True)
         result["pruned"], result["retention"] = self._retention(apply=False)
+        self._keep_previous(janitor, result)
         result["warnings"] = self.warnings
         return result
 
@@ -1017,9 +1025,15 @@ class BackupEngine:
             prune_legacy=bool(self.p.get("prune_legacy", False)),
         )
         pruned = []
+        in_use = []
         for entry, reason in prune:
-            if apply:
-                catalog.delete_entry(entry)
+            holder = catalog.delete_unless_in_use(entry) if apply else "; ".join(catalog.in_use(entry))
+            if holder:
+                in_use.append({"name": entry["name"], "path": entry["path"], "reason": reason, "in_use_by": holder})
+                self.warnings.append(
+                    f"retention skipped {entry['name']} ({reason}): it is in use by {holder}; a later run removes it"
+                )
+                continue
             pruned.append({"name": entry["name"], "path": entry["path"], "kind": entry["kind"], "reason": reason})
         summary = {
             "keep_days": int(self.p.get("keep_days", 14)),
@@ -1027,6 +1041,7 @@ class BackupEngine:
             "kept": len(
                 [1 for e, _r in keep if e["kind"] == "managed" and e["database"] == self.database and e["valid"]]
             ),
+            "in_use": in_use,
         }
         return pruned, summary
 

@@ -29,7 +29,6 @@ replaces is kept as ``<db>__failed_restore_<ts>``.
 from __future__ import annotations
 
 import concurrent.futures
-import datetime
 import json
 import os
 import re
@@ -37,10 +36,19 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers
+from ansible_collections.tokotani.dr.plugins.module_utils.leftovers import (
+    FAILED_RESTORE,
+    PRE_RESTORE,
+    RESTORE_SCRATCH,
+    child_argv,
+    derived_name,
+    stamp,
+)
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     NON_USER_SETTINGS_SQL,
     Connection,
@@ -62,26 +70,11 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
 )
 
 MODES = ("replace", "into", "revert")
-NAMEDATALEN = 63
 SWAP_ATTEMPTS = 5
 DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
 ASSERTION_STATEMENT_TIMEOUT = "5min"
 ASSERTION_RELATION = "tokotani_assertion"
-PRE_RESTORE = "__pre_restore_"
-FAILED_RESTORE = "__failed_restore_"
-_KEPT_RE = re.compile(r"__pre_restore_(\d{8}_\d{6})(?:_(\d+))?$")
 _PSQL_PREFIX_RE = re.compile(r"^psql:[^:]*:\d+:\s*")
-
-
-def derived_name(database, suffix):
-    """database + suffix, cutting database so that the whole fits PostgreSQL's 63-byte names."""
-    room = NAMEDATALEN - len(suffix.encode("utf-8"))
-    base = database.encode("utf-8")[:room].decode("utf-8", "ignore")
-    return base + suffix
-
-
-def stamp(dt):
-    return dt.astimezone(datetime.UTC).strftime("%Y%m%d_%H%M%S")
 
 
 class ZstdStage:
@@ -91,6 +84,8 @@ class ZstdStage:
     for one, refuse symlinks and named pipes): toc.dat and the uncompressed
     files are hard-linked (copied when the staging directory is on another filesystem) and the
     ``.zst`` files are decompressed, ``jobs`` at a time, largest first, before pg_restore starts.
+    On any exception (an interrupting signal included) the running zstd processes are stopped and
+    the queued files dropped; ``stopped`` names what was stopped.
     """
 
     def __init__(self, source, stage, zstd, jobs=2):
@@ -98,6 +93,10 @@ class ZstdStage:
         self.stage = stage
         self.zstd = zstd
         self.jobs = max(1, jobs)
+        self.procs = set()
+        self.lock = threading.Lock()
+        self.aborted = False
+        self.stopped = []
 
     def prepare(self):
         compressed = []
@@ -113,20 +112,44 @@ class ZstdStage:
             except OSError:
                 shutil.copyfile(src, dest)
         compressed.sort(reverse=True)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs) as pool:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=self.jobs)
+        try:
             for future in [pool.submit(self._decompress, src, dest) for _size, src, dest in compressed]:
                 future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def stop(self):
+        with self.lock:
+            self.aborted = True
+            procs = list(self.procs)
+        for proc in procs:
+            if leftovers.stop_process(proc) and "zstd" not in self.stopped:
+                self.stopped.append("zstd")
 
     def _decompress(self, src, dest):
         argv = [self.zstd, "-q", "-d", "-f", "-o", dest, src]
-        result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        if result.returncode != 0:
+        with self.lock:
+            if self.aborted:
+                return
+            proc = subprocess.Popen(child_argv(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.procs.add(proc)
+        _out, err = proc.communicate()
+        with self.lock:
+            self.procs.discard(proc)
+            if self.aborted:
+                return
+        if proc.returncode != 0:
             raise PgError(
                 f"zstd cannot decompress {src} into {os.path.dirname(dest)} (full? set work_dir to a "
                 "filesystem with room for the uncompressed data)",
                 cmd=argv,
-                rc=result.returncode,
-                stderr=excerpt(result.stderr.decode("utf-8", "replace")),
+                rc=proc.returncode,
+                stderr=excerpt(err.decode("utf-8", "replace")),
             )
 
 
@@ -156,6 +179,17 @@ class RestoreEngine:
         self.assertions = check_assertions(self.p.get("assertions"))
         self.assertion_results = []
         self.keys = backup_keys.keyring(self.p)
+        self.keep_previous = int(self.p.get("keep_previous", leftovers.KEEP_PREVIOUS))
+        self.keep_previous_days = int(self.p.get("keep_previous_days", leftovers.KEEP_PREVIOUS_DAYS))
+        if self.keep_previous < 0 or self.keep_previous_days < 0:
+            raise PgError("keep_previous and keep_previous_days cannot be negative")
+        self.lock_dir = self.p.get("backup_dir")
+        self.janitor = None
+        self.leftovers = []
+        self.kept_databases = []
+        self.claim = None
+        self.swapped = False
+        self.stopped = []
 
     # -- resolving -------------------------------------------------------------
     def resolve(self):
@@ -322,16 +356,35 @@ class RestoreEngine:
         )
         return bool(rows and rows[0]["exists"])
 
-    def _free_name(self, suffix):
-        """database + suffix (+ _2, _3 ... when taken), within PostgreSQL's name length."""
+    def _free_name(self, suffix, claim=False):
+        """database + suffix (+ _2, _3 ... when taken), within PostgreSQL's name length.
+
+        With claim, the name's lock (leftovers.claim_database) is taken too, before anything is created:
+        it tells other runs that the scratch database is in use for as long as this run lives.
+        """
         name = derived_name(self.database, suffix)
         seq = 1
-        while self._exists(name):
+        while self._exists(name) or (claim and not self._claim(name)):
             seq += 1
             name = derived_name(self.database, f"{suffix}_{seq}")
         return name
 
+    def _claim(self, name):
+        lock = leftovers.claim_database(self.lock_dir, name, f"restore of {self.database} into {name}")
+        if lock is None:
+            return False
+        if lock.warning:
+            self.warnings.append(lock.warning)
+        self.claim = lock
+        return True
+
+    def _release_claim(self, remove=True):
+        if self.claim is not None:
+            self.claim.release(remove=remove)
+            self.claim = None
+
     def _drop(self, name):
+        """Drop a database this run created; True when it is gone (a warning says why not)."""
         force = " WITH (FORCE)" if self.smajor >= 13 else ""
         try:
             self.psql.run_sql(
@@ -340,7 +393,21 @@ class RestoreEngine:
                 what=f"dropping the incomplete database {name}",
             )
         except PgError as err:
-            self.warnings.append(f"could not drop {name}: {err.msg}")
+            self.warnings.append(f"could not drop {name}: {err.msg}; the next restore or backup run drops it")
+            return False
+        return True
+
+    def _spawn(self, argv, **kwargs):
+        """Start a child that dies with this process (leftovers.child_argv); proc.tool names it."""
+        proc = subprocess.Popen(child_argv(argv), **kwargs)
+        proc.tool = os.path.basename(argv[0])
+        return proc
+
+    def _stop(self, procs):
+        """Stop the children still running (SIGTERM, then SIGKILL), and remember which."""
+        for proc in procs:
+            if leftovers.stop_process(proc) and proc.tool not in self.stopped:
+                self.stopped.append(proc.tool)
 
     def _restore_env(self):
         mwm = self.p.get("maintenance_work_mem") or DEFAULT_MAINTENANCE_WORK_MEM
@@ -357,32 +424,33 @@ class RestoreEngine:
     def _load_archive(self, entry, target):
         """pg_restore -j N --exit-on-error; zstd directory backups through a staging directory."""
         source = entry["path"]
-        stage_dir = None
-        proc = None
+        stage = stager = proc = None
         try:
             if entry["format"] == "directory" and any(f.endswith(".zst") for f in catalog.tree_files(source)):
                 zstd = shutil.which("zstd")
                 if not zstd:
                     raise PgError(f"zstd is needed to restore {entry['name']} (Debian/Ubuntu: apt-get install zstd)")
                 parent = stage_parent(self.p.get("work_dir"), source)
-                stage_dir = tempfile.mkdtemp(prefix=".tokotani-restore-", dir=parent)
-                ZstdStage(source, stage_dir, zstd, self.jobs).prepare()
-                source = stage_dir
+                stage = leftovers.WorkDir(parent, "restore", f"restore of {self.database}: staging {entry['name']}")
+                stager = ZstdStage(source, stage.path, zstd, self.jobs)
+                stager.prepare()
+                source = stage.path
             argv = [self.pg_restore, "--exit-on-error", "--no-password", "-j", str(self.jobs)]
             argv += ["-d", conninfo_dbname(target), source]
             env = self.conn.env(self._restore_env())
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            proc = self._spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             errors = StderrCollector(proc.stderr)
             rc = proc.wait()
             errors.join(10)
             if rc != 0:
                 raise self._restore_error("pg_restore", argv, rc, errors.text())
         except BaseException:
-            _kill_all([proc])
+            self.stopped.extend(t for t in (stager.stopped if stager else []) if t not in self.stopped)
+            self._stop([proc])
             raise
         finally:
-            if stage_dir:
-                shutil.rmtree(stage_dir, ignore_errors=True)
+            if stage is not None:
+                stage.remove()
 
     def _load_plain(self, entry, target):
         """psql -v ON_ERROR_STOP=1, fed by gzip/zstd -dc for compressed scripts."""
@@ -393,17 +461,17 @@ class RestoreEngine:
         try:
             if entry["compression"] == "none":
                 argv.append(entry["path"])
-                proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                proc = self._spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
             else:
                 name = "pigz" if entry["compression"] == "gzip" and shutil.which("pigz") else entry["compression"]
                 tool = shutil.which(name)
                 if not tool:
                     raise PgError(f"{entry['compression']} is needed to restore {entry['name']}")
                 dargv = [tool, "-d", "-c", entry["path"]]
-                decomp = subprocess.Popen(dargv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                decomp = self._spawn(dargv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
                 derr = StderrCollector(decomp.stderr)
                 argv.append("-")
-                proc = subprocess.Popen(
+                proc = self._spawn(
                     argv, stdin=decomp.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
                 )
                 decomp.stdout.close()
@@ -423,7 +491,7 @@ class RestoreEngine:
                         stderr=excerpt(derr.text()),
                     )
         except BaseException:
-            _kill_all([decomp, proc])
+            self._stop([proc, decomp])
             raise
 
     def _restore_error(self, tool, argv, rc, stderr):
@@ -500,13 +568,13 @@ class RestoreEngine:
             if vacuumdb:
                 argv = [vacuumdb, "--analyze-only", "--quiet", "--no-password", "-j", str(self.jobs)]
                 argv += ["-d", conninfo_dbname(target)]
-                proc = subprocess.Popen(
+                proc = self._spawn(
                     argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.conn.env()
                 )
         try:
             checked = self._check(entry, target)
         except BaseException:
-            _kill_all([proc])
+            self._stop([proc])
             raise
         if proc is not None:
             _out, err = proc.communicate()
@@ -595,15 +663,19 @@ class RestoreEngine:
             )
         sql = terminate + "BEGIN;\n" + renames + "COMMIT;\n"
         last = None
-        for attempt in range(1, SWAP_ATTEMPTS + 1):
-            try:
-                self.psql.run_sql(sql, self.conn.maintenance_db, what="swapping the databases")
-                return attempt
-            except PgError as err:
-                last = err
-                if "being accessed by other users" not in (err.stderr or "") + err.msg:
-                    raise
-                time.sleep(0.5 * attempt)
+        # The one step that touches the live database is never cut in two: a signal waits until the
+        # transaction has committed or rolled back (self.swapped says which), then it is raised.
+        with leftovers.deferred_signals():
+            for attempt in range(1, SWAP_ATTEMPTS + 1):
+                try:
+                    self.psql.run_sql(sql, self.conn.maintenance_db, what="swapping the databases")
+                    self.swapped = True
+                    return attempt
+                except PgError as err:
+                    last = err
+                    if "being accessed by other users" not in (err.stderr or "") + err.msg:
+                        raise
+                    time.sleep(0.5 * attempt)
         raise PgError(
             f"could not swap {new} in: clients kept reconnecting to {live} ({last.msg if last else ''}). "
             "Stop the applications and retry."
@@ -634,8 +706,8 @@ class RestoreEngine:
         """Names and properties: (target, previous or None, props)."""
         if self.mode == "replace":
             live_props = database_properties(self.psql, self.database)
-            target = self._free_name("__restore_" + ts)
-            previous = self._free_name("__pre_restore_" + ts) if live_props else None
+            target = self._free_name(RESTORE_SCRATCH + ts, claim=not self.check_mode)
+            previous = self._free_name(PRE_RESTORE + ts) if live_props else None
         else:
             if self._exists(self.database):
                 raise PgError(
@@ -672,9 +744,56 @@ class RestoreEngine:
         ts = stamp(catalog.utcnow())
         entry = self.resolve()
         if not self.p.get("confirm") and not self.check_mode:
-            raise self._refuse(entry, derived_name(self.database, "__pre_restore_" + ts))
+            raise self._refuse(entry, derived_name(self.database, PRE_RESTORE + ts))
         self._check_source(entry)
         self._preflight(entry)
+        self.lock_dir = self.lock_dir or entry["directory"]
+        self._clean(entry)
+        hold = catalog.hold_backup(entry, f"restore of {self.database}")
+        if hold.warning:
+            self.warnings.append(hold.warning)
+        try:
+            return self._run_held(entry, ts, started)
+        finally:
+            self._release_claim()  # still held: the run failed before creating its scratch database
+            hold.release()
+
+    def _clean(self, entry):
+        """First of all: remove what interrupted runs left (leftovers.Janitor) - this database's stale
+        ``__restore_`` scratch databases, stale staging directories where restores make them."""
+        self.janitor = leftovers.Janitor(self.psql, self.lock_dir, log=self.log, check_mode=self.check_mode)
+        directories = [self.lock_dir, self.p.get("work_dir"), tempfile.gettempdir()]
+        if entry is not None:
+            directories.insert(1, os.path.dirname(os.path.abspath(entry["path"])))
+        self.leftovers = self.janitor.clean(scratch=[(self.database, RESTORE_SCRATCH)], directories=directories)
+
+    def _keep_previous(self):
+        """keep_previous after a swap (leftovers.plan_keep_previous); a problem is a warning, never a failure."""
+        try:
+            self.kept_databases = self.janitor.keep_previous(
+                self.database,
+                self.lock_dir,
+                keep=self.keep_previous,
+                keep_days=self.keep_previous_days,
+                keys=self.keys,
+            )
+        except (PgError, catalog.CatalogError, OSError) as err:
+            self.warnings.append(f"keep_previous was not applied: {getattr(err, 'msg', err)}")
+
+    def _summary(self):
+        """What the run removed and dropped besides its own work, for its message."""
+        parts = []
+        removed = leftovers.removed_summary(self.leftovers)
+        if removed:
+            parts.append(
+                ("would remove" if self.check_mode else "removed") + f" leftovers of interrupted runs: {removed}"
+            )
+        dropped = [k["name"] for k in self.kept_databases if k["action"] == "dropped"]
+        if dropped:
+            parts.append(f"dropped kept databases (keep_previous): {', '.join(dropped)}")
+        return "".join("; " + part for part in parts)
+
+    def _run_held(self, entry, ts, started):
         timings = {}
         mark = time.monotonic()
         self.verify(entry)
@@ -692,26 +811,36 @@ class RestoreEngine:
             "verified": self.verified,
             "assertions": self.assertion_results,
             "warnings": self.warnings,
+            "leftovers": self.leftovers,
+            "kept_databases": self.kept_databases,
         }
         if self.check_mode:
             checks = f" and check {len(self.assertions)} assertion(s)" if self.assertions else ""
-            result["msg"] = f"check mode: would restore {entry['name']} into {self.database}{checks}"
+            result["msg"] = f"check mode: would restore {entry['name']} into {self.database}{checks}{self._summary()}"
+            self.warnings.extend(self.janitor.warnings)
             return result
         tables, rows, attempts = self._restore_checked(entry, target, previous, props, timings)
         kept = f" (previous database kept as {previous})" if previous else ""
+        self.warnings.extend(self.janitor.warnings)
         result.update(
             tables=tables,
             rows=rows,
             duration=round(time.monotonic() - started, 3),
             timings=timings,
             swap_attempts=attempts,
-            msg=f"restored {entry['name']} into {self.database}{kept}",
+            kept_databases=self.kept_databases,
+            msg=f"restored {entry['name']} into {self.database}{kept}{self._summary()}",
         )
         return result
 
     def _restore_checked(self, entry, target, previous, props, timings):
-        """Create, load, check, ANALYZE, carry properties, swap. Drops target on any failure before the swap."""
+        """Create, load, check, ANALYZE, carry properties, swap, keep_previous.
+
+        Drops target on any failure before the swap, an interrupting signal included (its children are
+        stopped first); the claim on target is let go once target is gone (swapped in or dropped).
+        """
         created = False
+        dropped = None
         try:
             self.psql.run_command(
                 create_database_sql(target, props), self.conn.maintenance_db, what=f"creating database {target}"
@@ -733,31 +862,64 @@ class RestoreEngine:
             mark = time.monotonic()
             attempts = self._swap(self.database, previous, target) if self.mode == "replace" else None
             timings["swap"] = round(time.monotonic() - mark, 3)
+            self._release_claim()
+            if self.swapped:
+                self._keep_previous()
         except BaseException as err:
-            if created:
-                self._drop(target)
-            if isinstance(err, PgError) and "was dropped" not in err.msg:
-                err.msg += f" The incomplete database {target} was dropped"
+            if created and not self.swapped:
+                dropped = self._drop(target)
+            self._release_claim(remove=dropped is not False)
+            if isinstance(err, leftovers.Interrupted):
+                self._explain_interruption(err, entry, target, previous, created=created, dropped=dropped)
+            elif isinstance(err, PgError) and "was dropped" not in err.msg:
+                done = "was dropped" if dropped is not False else "could not be dropped (the next run drops it)"
+                err.msg += f" The incomplete database {target} {done}"
                 err.msg += f"; the live database {self.database} was not touched." if self.mode == "replace" else "."
             raise
         return tables, rows, attempts
+
+    def _explain_interruption(self, err, entry, target, previous, *, created, dropped):
+        """The operator's message of a run cut short by a signal: what was stopped, dropped, left as it was."""
+        sig = err.signame
+        stopped = ""
+        if self.stopped:
+            stopped = ", ".join(self.stopped) + (" was" if len(self.stopped) == 1 else " were") + " stopped, "
+        gone = (
+            "was dropped" if dropped is not False else "could not be dropped (the next restore or backup run drops it)"
+        )
+        if self.swapped:
+            kept = f"; the previous database is kept as {previous}" if previous else ""
+            err.msg = (
+                f"the restore was interrupted by {sig} after the swap had committed: {self.database} now holds "
+                f"backup {entry['name']}{kept}."
+            )
+        elif not created:
+            err.msg = (
+                f"the restore was interrupted by {sig} before {target} was created: nothing was changed, the live "
+                f"database {self.database} is as it was."
+            )
+        elif self.mode == "replace":
+            err.msg = (
+                f"the restore was interrupted by {sig}: {stopped}the scratch database {target} {gone} and the "
+                f"live database {self.database} is as it was."
+            )
+        else:
+            err.msg = (
+                f"the restore was interrupted by {sig}: {stopped}the incomplete database {target} {gone}; "
+                "nothing else was touched."
+            )
+        err.explained = True
 
     # -- revert ----------------------------------------------------------------
     def _kept_databases(self):
         """This database's ``__pre_restore_<ts>`` databases on the server, newest first."""
         rows = self.psql.query_json(
-            "SELECT json_build_object('name', datname) FROM pg_database WHERE strpos(datname, :'marker') > 0;",
+            "SELECT json_build_object('name', datname) FROM pg_database;",
             self.conn.maintenance_db,
-            variables={"marker": PRE_RESTORE},
             what="listing the kept databases",
         )
-        found = []
-        for row in rows:
-            name = row["name"]
-            match = _KEPT_RE.search(name)
-            if match and name == derived_name(self.database, name[match.start() :]):
-                found.append(((match.group(1), int(match.group(2) or 1)), name))
-        return [name for _key, name in sorted(found, reverse=True)]
+        found = leftovers.derived_databases([row["name"] for row in rows], self.database, PRE_RESTORE)
+        return [item["name"] for item in found]
 
     def revert(self):
         """Swap a kept previous database back in; the current one is kept as ``__failed_restore_<ts>``."""
@@ -787,6 +949,7 @@ class RestoreEngine:
         failed = self._free_name(FAILED_RESTORE + ts) if self._exists(self.database) else None
         if not self.p.get("confirm") and not self.check_mode:
             raise self._refuse(kept, failed)
+        self._clean(None)
         result = {
             "changed": True,
             "database": self.database,
@@ -798,17 +961,32 @@ class RestoreEngine:
             "verified": self.verified,
             "assertions": [],
             "warnings": self.warnings,
+            "leftovers": self.leftovers,
+            "kept_databases": self.kept_databases,
         }
         moves = (f"rename {self.database} to {failed} and " if failed else "") + f"rename {kept} to {self.database}"
         if self.check_mode:
-            result["msg"] = f"check mode: would {moves}"
+            result["msg"] = f"check mode: would {moves}{self._summary()}"
+            self.warnings.extend(self.janitor.warnings)
             return result
-        attempts = self._swap(self.database, failed, kept)
         kept_as = f" (the database it replaced is kept as {failed})" if failed else ""
+        try:
+            attempts = self._swap(self.database, failed, kept)
+            self._keep_previous()
+        except leftovers.Interrupted as err:
+            if self.swapped:
+                err.msg = (
+                    f"the revert was interrupted by {err.signame} after the swap had committed: {self.database} "
+                    f"now holds what {kept} held{kept_as}."
+                )
+                err.explained = True
+            raise
+        self.warnings.extend(self.janitor.warnings)
         result.update(
             duration=round(time.monotonic() - started, 3),
             swap_attempts=attempts,
-            msg=f"reverted {self.database} to {kept}{kept_as}",
+            kept_databases=self.kept_databases,
+            msg=f"reverted {self.database} to {kept}{kept_as}{self._summary()}",
         )
         return result
 
@@ -886,21 +1064,21 @@ def sql_error_text(err):
     return err.msg
 
 
-def _kill_all(procs):
-    for proc in procs:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def restore(params, check_mode=False, log=None):
     """Run one restore with module-style params; returns the result dict, raises PgError/CatalogError."""
     conn = Connection.from_params(params)
     engine = None
     try:
-        engine = RestoreEngine(conn, params, check_mode=check_mode, log=log)
-        return engine.run()
+        with leftovers.interruptible():
+            engine = RestoreEngine(conn, params, check_mode=check_mode, log=log)
+            return engine.run()
     except PgError as err:
+        if isinstance(err, leftovers.Interrupted) and not err.explained:
+            what = "revert" if params.get("mode") == "revert" else "restore"
+            err.msg = (
+                f"the {what} of {params['database']} was interrupted by {err.signame} before it changed anything: "
+                f"the live database {params['database']} is as it was."
+            )
         # What held before the failure (checksums, row counts, assertions): the verification record needs it.
         if engine is not None and engine.verified:
             err.details.setdefault("verified", list(engine.verified))

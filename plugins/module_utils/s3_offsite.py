@@ -1015,7 +1015,11 @@ def _push_one(store, opts, entry, *, remote, objects, check_mode, warnings):
     if remote is not None:
         # Re-pushing over an older copy: it stops being listed as complete until the new manifest is in.
         store.delete_keys([manifest_key])
-    _upload_backup(store, opts, entry, objects)
+    # A shared lock on what is read: local retention skips the backup until the push is done.
+    with catalog.hold_backup(entry, f"offsite push of {doc['name']}") as hold:
+        if hold.warning:
+            warnings.append(hold.warning)
+        _upload_backup(store, opts, entry, objects)
     duration = time.monotonic() - began
     result.update(
         status="pushed",
@@ -1207,7 +1211,11 @@ def pull(opts, check_mode=False, store=None):
         )
     began = time.monotonic()
     flatten_malloc()
-    with catalog.DirLock(directory, PULL_LOCK_KEY).acquire(opts.get("lock_timeout", 300)):
+    target = {"directory": directory, "name": doc["name"], "path": path}
+    with (
+        catalog.DirLock(directory, PULL_LOCK_KEY).acquire(opts.get("lock_timeout", 300)),
+        catalog.hold_backup(target, f"offsite pull of {doc['name']}", must_exist=False),
+    ):
         _download_verify_commit(store, opts, doc, path=path, manifest_key=manifest_key, data_key=data_key, files=files)
     duration = time.monotonic() - began
     result.update(

@@ -134,6 +134,7 @@ def backup_argument_spec():
         lock_timeout={"type": "int", "default": 300},
         space_check={"type": "bool", "default": True},
         space_check_ratio={"type": "float"},
+        **keep_previous_argument_spec(),
     )
     spec.update(key_argument_spec())
     return spec
@@ -166,6 +167,14 @@ def check_argument_spec():
     return spec
 
 
+def keep_previous_argument_spec():
+    """The retention of the databases restores keep (leftovers.plan_keep_previous): backup, restore, backup_info."""
+    return {
+        "keep_previous": {"type": "int", "default": 2},
+        "keep_previous_days": {"type": "int", "default": 7},
+    }
+
+
 def restore_argument_spec():
     """tokotani.dr.postgresql_restore."""
     spec = postgres_argument_spec()
@@ -183,6 +192,7 @@ def restore_argument_spec():
         work_dir={"type": "path"},
         assertions=assertions_option(),
         previous_database={"type": "str"},
+        **keep_previous_argument_spec(),
     )
     spec.update(key_argument_spec())
     return spec

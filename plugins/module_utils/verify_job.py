@@ -12,8 +12,7 @@ The DR plan's section 4.2 ("Weekly: backup verification"), with the engines the 
 2. restore it with ``pg_restore.restore`` in mode ``into`` into a scratch database
    ``<scratch_database>_<UTC stamp>`` (default ``<source_database>__verify_<stamp>``): checksums, tables and
    row counts against the manifest, ANALYZE, then the operator's SQL ``assertions``;
-3. drop the scratch database, whatever happened (and scratch databases older than a day that a killed
-   run left behind);
+3. drop the scratch database, whatever happened;
 4. record the result beside the backup's manifest as ``<stem>.verify.json`` (pass/fail, the checks, the
    failed check, duration, backup name, time). Retention removes it with its backup. A backup pulled from
    offsite is recorded beside the local copy of the same backup when there is one (the status file has it
@@ -42,6 +41,14 @@ The configuration is one JSON object (written by the role ``tokotani.dr.backup_v
   ``mode``, ``backup``, ``before``, ``backup_dir`` and ``database`` (taken from ``restore``). S3 credentials
   come from the environment (systemd ``EnvironmentFile``), never from this file.
 
+Before all of that, the run removes what interrupted runs left (``leftovers.Janitor``): stale scratch
+databases of earlier verifications (``<scratch_database>_<stamp>``) and of interrupted restores of
+``source_database`` (``<source_database>__restore_<stamp>``), and stale ``.tokotani-restore-*`` /
+``.tokotani-verify-*`` directories in ``backup_dir`` and ``work_dir``. The run claims its own scratch database
+(a lock file in ``backup_dir``) and work directory for its whole life, so that other runs leave them alone.
+SIGTERM, SIGINT or SIGHUP stop the run cleanly: children stopped, the scratch database dropped, the work
+directory removed, nothing recorded beside the backup (an interrupted verification says nothing about it).
+
 ``run`` returns the verification record (``result`` pass/fail, ``backup``, ``checks``, ``assertions``,
 ``failed_check``, ``duration``, ``record`` - where it was written) with ``failed``, ``msg`` and ``summary`` (for
 the status file). A failed verification is a failed result whose message names the failed check
@@ -52,15 +59,11 @@ A configuration the specs refuse raises ``specs.SpecError`` before anything is d
 
 from __future__ import annotations
 
-import datetime
 import os
-import re
-import shutil
-import tempfile
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import pg_restore, s3_offsite, specs
+from ansible_collections.tokotani.dr.plugins.module_utils import leftovers, pg_restore, s3_offsite, specs
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import Connection, PgError, Psql, quote_ident
 
 KEYS = ("source", "restore", "offsite", "scratch_database", "work_dir")
@@ -68,8 +71,6 @@ SOURCES = ("local", "offsite")
 RESTORE_SET_BY_JOB = ("database", "mode", "confirm", "previous_database")
 OFFSITE_SET_BY_JOB = ("mode", "backup", "before", "backup_dir", "database")
 SCRATCH_SUFFIX = "__verify"
-STALE_SCRATCH_SECONDS = 86400
-_STAMP_RE = re.compile(r"_(\d{8}_\d{6})$")
 
 
 def resolve_config(config, environ=None, log=None):
@@ -149,6 +150,8 @@ def _pick(plan, log, check_mode, work):
     try:
         entry = engine.resolve()
     except (PgError, catalog.CatalogError) as err:
+        if isinstance(err, leftovers.Interrupted):
+            raise
         raise Failure("backup present", err.msg) from None
     return entry, pulled
 
@@ -171,25 +174,30 @@ def _drop(psql, conn, name):
     return None if rows and rows[0]["n"] == 0 else f"{name} still exists"
 
 
-def _stale_scratch(psql, conn, base, now, log):
-    """Scratch databases of base that a killed run left behind more than a day ago."""
+def _clean(plan, log):
+    """First of all: remove what interrupted verifications and restores left. Returns the janitor's report."""
+    params = plan["restore"]
     try:
-        rows = psql.query_json(
-            "SELECT json_build_object('name', datname) FROM pg_database WHERE datname ~ '_[0-9]{8}_[0-9]{6}$';",
-            conn.maintenance_db,
-        )
+        janitor = leftovers.Janitor(Psql(Connection.from_params(params)), params["backup_dir"], log=log)
     except PgError as err:
-        log(f"warning: cannot look for scratch databases of interrupted runs: {err.msg}")
+        log(f"warning: cannot look for leftovers of interrupted runs: {err.msg}")
         return []
-    stale = []
-    for row in rows:
-        match = _STAMP_RE.search(row["name"])
-        if not match or row["name"] != pg_restore.derived_name(base, "_" + match.group(1)):
-            continue
-        made = datetime.datetime.strptime(match.group(1), "%Y%m%d_%H%M%S").replace(tzinfo=datetime.UTC)
-        if now.timestamp() - made.timestamp() > STALE_SCRATCH_SECONDS:
-            stale.append(row["name"])
-    return stale
+    scratch = [(plan["scratch"], "_"), (params["source_database"], leftovers.RESTORE_SCRATCH)]
+    report = janitor.clean(scratch=scratch, directories=[params["backup_dir"], plan["work_dir"]])
+    for warning in janitor.warnings:
+        log(f"warning: {warning}")
+    return report
+
+
+def _claim(plan, scratch, log):
+    """The lock that tells other runs the scratch database is this run's (see leftovers.claim_database)."""
+    database = plan["restore"]["source_database"]
+    lock = leftovers.claim_database(plan["restore"]["backup_dir"], scratch, f"verification of {database}")
+    if lock is None:
+        raise Failure("restore", f"the scratch database {scratch} is claimed by another verification run")
+    if lock.warning:
+        log(f"warning: {lock.warning}")
+    return lock
 
 
 def record_path(entry, plan):
@@ -216,6 +224,8 @@ def _restore(plan, entry, scratch, log):
     try:
         return pg_restore.restore(params, log=log)
     except (PgError, catalog.CatalogError) as err:
+        if isinstance(err, leftovers.Interrupted):
+            raise
         details = dict(err.details)
         check = details.pop("failed_check", None) or "restore"
         raise Failure(check, err.msg, **details) from None
@@ -228,7 +238,7 @@ def _summary(doc):
     return out
 
 
-def _verify(plan, entry, scratch, started, log):
+def _verify(plan, entry, scratch, log):
     """Restore entry into scratch and check it, then drop scratch whatever happened. Returns the restore result."""
     conn = Connection.from_params(plan["restore"])
     log(f"verifying {entry['name']} of {plan['restore']['source_database']} in the scratch database {scratch}")
@@ -242,9 +252,6 @@ def _verify(plan, entry, scratch, started, log):
         psql = Psql(conn)
         dropped = _drop(psql, conn, scratch)
         log(f"could not drop the scratch database {scratch}: {dropped}" if dropped else f"dropped {scratch}")
-        for name in _stale_scratch(psql, conn, plan["scratch"], started, log):
-            problem = _drop(psql, conn, name)
-            log(f"{'could not drop' if problem else 'dropped'} the scratch database {name} of an interrupted run")
     if dropped:
         what = "failed" if failure else "passed"
         msg = (
@@ -302,22 +309,36 @@ def run(config, log=None, check_mode=False):
     plan = resolve_config(config, log=log)
     started = catalog.utcnow()
     clock = time.monotonic()
-    scratch = pg_restore.derived_name(plan["scratch"], "_" + pg_restore.stamp(started))
+    scratch = leftovers.derived_name(plan["scratch"], "_" + leftovers.stamp(started))
     if check_mode:
         return _check_mode_result(plan, scratch, log)
-    work = entry = outcome = failure = None
+    with leftovers.interruptible():
+        return _run(plan, scratch, started, clock, log)
+
+
+def _run(plan, scratch, started, clock, log):
+    report = _clean(plan, log)
+    work = claim = entry = outcome = failure = None
     try:
         if plan["source"] == "offsite":
             if not os.path.isdir(plan["work_dir"]):
                 catalog.ensure_directory(plan["work_dir"])
-            work = tempfile.mkdtemp(prefix=".tokotani-verify-", dir=plan["work_dir"])
-        entry, _pulled = _pick(plan, log, False, work)
-        outcome = _verify(plan, entry, scratch, started, log)
+            database = plan["restore"]["source_database"]
+            work = leftovers.WorkDir(plan["work_dir"], "verify", f"verification of {database}: the offsite copy")
+        entry, _pulled = _pick(plan, log, False, work.path if work else None)
+        claim = _claim(plan, scratch, log)
+        outcome = _verify(plan, entry, scratch, log)
     except Failure as err:
         failure = err
+    except leftovers.Interrupted as err:
+        _explain_interruption(err, plan, scratch, claim)
+        claim = None
+        raise
     finally:
-        if work:
-            shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            work.remove()
+        if claim is not None:
+            claim.release(remove=True)
     doc = _document(plan, entry, outcome=outcome, failure=failure, scratch=scratch, started=started, clock=clock)
     doc["record"] = record_path(entry, plan) if entry else None
     if doc["record"]:
@@ -327,7 +348,24 @@ def run(config, log=None, check_mode=False):
         except OSError as err:
             log(f"cannot write the verification record {doc['record']}: {err.strerror}")
             doc["record"] = None
-    return dict(doc, failed=failure is not None, changed=True, summary=_summary(doc))
+    return dict(doc, failed=failure is not None, changed=True, summary=_summary(doc), leftovers=report)
+
+
+def _explain_interruption(err, plan, scratch, claim):
+    """The message of a verification cut short by a signal; lets go of the scratch database's claim."""
+    conn = Connection.from_params(plan["restore"])
+    problem = _drop(Psql(conn), conn, scratch)
+    if claim is not None:
+        claim.release(remove=problem is None)
+    gone = (
+        f"the scratch database {scratch} is gone" if problem is None else f"{scratch} could not be dropped ({problem})"
+    )
+    err.msg = (
+        f"the verification of {plan['restore']['source_database']} was interrupted by {err.signame}: {gone}, the "
+        "work directory was removed and no result was recorded beside the backup (this says nothing about it). "
+        f"What the restore said: {err.msg}"
+    )
+    err.explained = True
 
 
 def _check_mode_result(plan, scratch, log):

@@ -16,10 +16,22 @@ description:
   - Reports the newest valid backup, the newest one before a given time (to restore from before a breach),
     and the age of the newest one. With O(max_age), fails when there is no valid backup that recent, so that
     monitoring notices when the nightly backup silently stopped.
-  - Never changes anything; C(.partial) leftovers are reported, not removed.
+  - Reports which backups a run is reading now (RV(backups[].in_use)) - restores, offsite pushes and pulls and
+    verifications hold a shared lock on a backup while they read it, and retention skips it meanwhile.
+  - Reports the leftovers of interrupted runs in O(backup_dir) (staging and work directories
+    C(.tokotani-restore-*), C(.tokotani-verify-*)) and whether the next backup, restore or verification run removes
+    them (RV(leftovers)).
+  - With O(kept_databases=true), also connects to the server (the connection options) and lists the databases
+    restores kept of O(database) (C(<database>__pre_restore_<timestamp>), C(<database>__failed_restore_<timestamp>))
+    with what O(keep_previous) would do with each on the next backup of O(database) (RV(kept_databases)), and the
+    stale C(<database>__restore_<timestamp>) scratch databases of interrupted restores. Which kept databases a
+    backup in O(backup_dir) already holds decides whether one can go at once; see O(keep_previous).
+  - Never changes anything; C(.partial) leftovers, stale directories and databases are reported, not removed.
 author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
+  - tokotani.dr.postgres
+  - tokotani.dr.keep_previous
   - tokotani.dr.backup_key
 attributes:
   check_mode:
@@ -64,9 +76,18 @@ options:
       - Return every backup's full manifest (row counts and file lists included) in RV(backups).
     type: bool
     default: false
+  kept_databases:
+    description:
+      - Connect to the server and report the databases restores kept of O(database) in RV(kept_databases), and
+        stale scratch databases of its interrupted restores in RV(leftovers). Needs O(database).
+      - Without it the module reads O(backup_dir) only, and the connection options are not used.
+    type: bool
+    default: false
 notes:
   - A backup's time is its start, from the manifest (legacy files - from the name, in UTC, else the file's
     modification time).
+  - Who reads a backup comes from its lock file C(.tokotani-use.<name>.lock) and C(/proc/locks), without taking any
+    lock.
 seealso:
   - module: tokotani.dr.postgresql_backup
   - module: tokotani.dr.postgresql_restore
@@ -171,6 +192,12 @@ backups:
     manifest:
       description: The full manifest, with O(include_manifest=true).
       type: dict
+    in_use:
+      description:
+        - "The runs reading the backup now (C(pid <pid> on <host> since <time>: <what>)); empty when none. Retention
+          skips a backup in use and removes it on a later run."
+      type: list
+      elements: str
 count:
   description: Number of backups listed.
   returned: always
@@ -203,32 +230,99 @@ partials:
   returned: always
   type: list
   elements: str
+leftovers:
+  description:
+    - Staging and work directories in O(backup_dir) (and with O(kept_databases=true), scratch databases of
+      interrupted restores of O(database)), with what the next backup, restore or verification run does with them.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    kind:
+      description: V(work_directory), V(scratch_database) or V(lock_file) (a lock file left without what it guarded).
+      type: str
+    name:
+      description: Its name.
+      type: str
+    path:
+      description: The directory or lock file (null for a database).
+      type: str
+    action:
+      description: V(would_remove) (stale) or V(left) (in use, or too young to judge).
+      type: str
+    reason:
+      description: Why, for example C(its run ended without removing it (no process holds its lock)).
+      type: str
+    holders:
+      description: The runs holding its lock, when it is in use.
+      type: list
+      elements: str
+  sample: [{"kind": "work_directory", "name": ".tokotani-restore-3f9a1c2e", "action": "would_remove",
+            "path": "/srv/tokotani/backups/.tokotani-restore-3f9a1c2e",
+            "reason": "its run ended without removing it (no process holds its lock)"}]
+kept_databases:
+  description: The databases restores kept of O(database), newest first, with what O(keep_previous) does with each.
+  returned: when O(kept_databases=true)
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The database.
+      type: str
+    kind:
+      description: V(pre_restore) (the live database before a restore) or V(failed_restore) (the one a revert replaced).
+      type: str
+    made_at:
+      description: When it was set aside (the timestamp in its name), ISO 8601 UTC.
+      type: str
+    action:
+      description: V(kept), or V(would_drop) (the next backup of O(database) drops it, backing it up first when no
+        backup holds it yet).
+      type: str
+    reason:
+      description: Why.
+      type: str
+    backup:
+      description: The backup (of the kept database itself) that holds its data, or null.
+      type: str
+  sample: [{"name": "tokotani__pre_restore_20260105_083512", "kind": "pre_restore", "action": "kept",
+            "made_at": "2026-01-05T08:35:12.000000Z", "reason": "among the newest 2 and at most 7 days old",
+            "backup": null}]
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils.backup_catalog import collect_info
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
-from ansible_collections.tokotani.dr.plugins.module_utils.specs import key_argument_spec
+from ansible_collections.tokotani.dr.plugins.module_utils.leftovers import backup_info
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import (
+    keep_previous_argument_spec,
+    key_argument_spec,
+    postgres_argument_spec,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "backup_dir": {"type": "path", "required": True},
-            "database": {"type": "str"},
-            "include_legacy": {"type": "bool", "default": True},
-            "verify": {"type": "bool", "default": False},
-            "before": {"type": "str"},
-            "max_age": {"type": "str"},
-            "include_manifest": {"type": "bool", "default": False},
+        argument_spec=dict(
+            postgres_argument_spec(),
+            backup_dir={"type": "path", "required": True},
+            database={"type": "str"},
+            include_legacy={"type": "bool", "default": True},
+            verify={"type": "bool", "default": False},
+            before={"type": "str"},
+            max_age={"type": "str"},
+            include_manifest={"type": "bool", "default": False},
+            kept_databases={"type": "bool", "default": False},
+            **keep_previous_argument_spec(),
             **key_argument_spec(),
-        },
+        ),
         supports_check_mode=True,
     )
-    outcome, error = call(collect_info, module.params)
+    outcome, error = call(backup_info, module.params)
     if error:
         module.fail_json(changed=False, **error)
     result, failure = outcome
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     if failure:
         module.fail_json(msg=failure, changed=False, **result)
     module.exit_json(changed=False, **result)

@@ -23,13 +23,23 @@ description:
     backup of the same database wait up to O(lock_timeout) seconds and then fail.
   - Before dumping, checks that C(pg_dump) is not older than the server (and names the package to install
     when it is) and that O(backup_dir) has room for about O(space_check_ratio) times the database's size.
-  - After a successful backup, applies retention (O(keep_days), O(keep_min)) to this database's backups.
+  - After a successful backup, applies retention (O(keep_days), O(keep_min)) to this database's backups. A backup
+    that a restore, an offsite push or pull, or a verification is reading (they hold a shared lock on
+    C(.tokotani-use.<name>.lock) while they do) is skipped with a warning naming the reader, and removed by a
+    later run.
+  - Before the backup, removes what interrupted restores left - stale C(<database>__restore_<timestamp>) databases
+    and C(.tokotani-restore-*) / C(.tokotani-verify-*) directories in O(backup_dir) (see
+    M(tokotani.dr.postgresql_restore) for how a leftover is known to be stale), reported in RV(leftovers). After it,
+    applies O(keep_previous) to the databases restores kept of O(database) (the new backup may be what lets one go),
+    reported in RV(kept_databases); a kept database due to go that no backup holds is backed up first (a backup of
+    that database, labelled C(keep_previous archive)).
   - Passwords reach C(pg_dump) and C(psql) through the environment, never through their command line.
 author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
   - tokotani.dr.postgres
   - tokotani.dr.backup_key
+  - tokotani.dr.keep_previous
 attributes:
   check_mode:
     support: full
@@ -259,10 +269,36 @@ pruned:
   sample: [{"name": "backup_2025-12-01_02-00-00", "path": "/srv/tokotani/backups/backup_2025-12-01_02-00-00.dir",
             "kind": "managed", "reason": "older than 14 days"}]
 retention:
-  description: The retention settings applied and how many of this database's backups are kept.
+  description:
+    - The retention settings applied and how many of this database's backups are kept; C(in_use) lists the backups
+      retention skipped because a run was reading them (C(name), C(path), C(reason), C(in_use_by)).
   returned: always
   type: dict
-  sample: {"keep_days": 14, "keep_min": 3, "kept": 14}
+  sample: {"keep_days": 14, "keep_min": 3, "kept": 14, "in_use": []}
+leftovers:
+  description:
+    - What interrupted runs had left in O(backup_dir) and on the server, and what this run did with each - C(kind)
+      (V(scratch_database), V(work_directory) or V(lock_file)), C(name), C(path), C(action) (V(removed), V(left),
+      V(failed); in check mode V(would_remove)), C(reason), and C(holders) of what is in use.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"kind": "work_directory", "name": ".tokotani-restore-3f9a1c2e", "action": "removed",
+            "path": "/srv/tokotani/backups/.tokotani-restore-3f9a1c2e",
+            "reason": "its run ended without removing it (no process holds its lock)"}]
+kept_databases:
+  description:
+    - What O(keep_previous) did with each database restores kept of O(database) - C(name), C(kind) (V(pre_restore) or
+      V(failed_restore)), C(made_at), C(action) (V(kept), V(dropped), V(failed); in check mode V(would_drop)),
+      C(reason) and C(backup) (the backup of the kept database that holds its data - taken by this run when there
+      was none).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"name": "tokotani__pre_restore_20260101_020000", "kind": "pre_restore", "action": "dropped",
+            "made_at": "2026-01-01T02:00:00.000000Z",
+            "reason": "beyond the newest 2; backed up first as backup_2026-01-05_02-00-41",
+            "backup": "backup_2026-01-05_02-00-41"}]
 removed_partials:
   description: Leftovers of interrupted runs that were removed (in check mode, that would be removed).
   returned: always

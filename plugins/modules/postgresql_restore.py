@@ -30,12 +30,30 @@ description:
     one to O(database). Nothing is dropped.
   - Any SQL error fails the restore (C(pg_restore --exit-on-error), C(psql -v ON_ERROR_STOP=1)). On any
     failure the new database is dropped and the live database is exactly as it was.
+  - SIGTERM, SIGINT and SIGHUP are failures like any other - the children (C(pg_restore) and its workers, the
+    decompressors, C(psql), C(vacuumdb)) are stopped, the new database is dropped and the message says so
+    (C(the restore was interrupted by SIGTERM - pg_restore was stopped, the scratch database ... was dropped and
+    the live database ... is as it was)). A signal during the swap waits until its transaction has committed or
+    rolled back, so the live database is never left missing. The children run under C(setpriv --pdeathsig KILL)
+    (util-linux), so that even C(kill -9) of the module leaves no C(pg_restore) running.
+  - First of all (once confirmed) it removes what interrupted runs left - C(<database>__restore_<timestamp>)
+    databases and C(.tokotani-restore-*) staging directories (in the backup directory, O(work_dir) and the temporary
+    directory) whose run is gone. Each run holds a lock on a lock file named after what it makes
+    (C(.tokotani-db.<name>.lock) in the backup directory, C(<directory>.lock) beside a directory) for its whole life;
+    a leftover whose lock file no process holds is stale, and one without a lock file only once it is more than a
+    day old (made on another host, or by an older version). Its connections (an orphaned C(pg_restore)) are
+    terminated before it is dropped. RV(leftovers) says what was removed and what was left, and why.
+  - Holds a shared lock on the backup it reads (C(.tokotani-use.<name>.lock) beside it) for its whole run, so that
+    retention does not remove it meanwhile; other readers are never blocked.
+  - After a swap (O(mode=replace) or O(mode=revert)) applies O(keep_previous) to the kept databases of O(database)
+    and reports it in RV(kept_databases).
   - Passwords reach C(pg_restore) and C(psql) through the environment, never through their command line.
 author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
   - tokotani.dr.postgres
   - tokotani.dr.backup_key
+  - tokotani.dr.keep_previous
 attributes:
   check_mode:
     support: full
@@ -294,6 +312,26 @@ swap_attempts:
   returned: success and not check mode
   type: int
   sample: 1
+leftovers:
+  description:
+    - What interrupted runs had left, and what this run did with each, as in
+      RV(tokotani.dr.postgresql_backup#module:leftovers) (scratch databases of O(database), staging directories).
+  returned: success
+  type: list
+  elements: dict
+kept_databases:
+  description:
+    - What O(keep_previous) did after the swap, as in RV(tokotani.dr.postgresql_backup#module:kept_databases). A
+      restore drops only the kept databases that a backup of them already holds; the others it leaves to the next
+      backup run. Empty in check mode and in O(mode=into).
+  returned: success
+  type: list
+  elements: dict
+interrupted_by:
+  description: The signal that stopped the run (V(SIGTERM), V(SIGINT) or V(SIGHUP)); RV(msg) says what was undone.
+  returned: failure, when a signal stopped the run
+  type: str
+  sample: SIGTERM
 msg:
   description: What was done.
   returned: always

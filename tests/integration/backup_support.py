@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,6 +190,26 @@ def finish_module(proc: subprocess.Popen, timeout: float = 300) -> dict:
         raise AssertionError(f"no JSON result from ansible (rc {proc.returncode}):\n{out}\n{err}") from exc
     result["_rc"] = proc.returncode
     return result
+
+
+# The host-side runner (tokotani-dr <job> --config FILE) started from the checkout's collection link.
+LAUNCHER = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+    "from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner; sys.exit(dr_runner.main())"
+)
+
+
+def run_job(job: str, config: dict, config_path: Path, env: dict) -> subprocess.CompletedProcess:
+    """Run ``tokotani-dr <job>`` with config (written to config_path) as systemd would: only env's variables."""
+    config_path.write_text(json.dumps(config))
+    return subprocess.run(
+        [sys.executable, "-c", LAUNCHER, str(ROOT / ".collections"), job, "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **env},
+        timeout=300,
+        check=False,
+    )
 
 
 def conn_args(cluster, **extra) -> dict:

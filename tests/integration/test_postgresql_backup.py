@@ -183,7 +183,7 @@ def test_retention_keeps_newest_and_never_touches_incomplete_or_foreign(pg_clust
         assert f"{aged[days]}.dir" not in names and f"{aged[days]}.manifest.json" not in names
     assert f"{incomplete}.manifest.json" in names and f"{incomplete}.dir.orphaned" in names
     assert legacy.exists() and foreign.exists()
-    assert result["retention"] == {"keep_days": 14, "keep_min": 3, "kept": 3}
+    assert result["retention"] == {"keep_days": 14, "keep_min": 3, "kept": 3, "in_use": []}
 
     # keep_min larger than what exists: nothing goes, however old. prune_legacy removes the old legacy file.
     again = backup(pg_cluster, backup_dir, keep_days=0, keep_min=10, prune_legacy=True)

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import datetime
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from backup_support import MIGRATION_SQL, ROOT, conn_args, copy_backup, databases, drop_db, load_shop, run_module
+from backup_support import MIGRATION_SQL, conn_args, copy_backup, databases, drop_db, load_shop, run_job, run_module
 from s3_support import serve_moto
 
 DB = "vj_src"
@@ -23,10 +21,6 @@ PLAN_ASSERTIONS = [
     {"name": "migrations applied", "sql": "SELECT EXISTS (SELECT 1 FROM _prisma_migrations)"},
     {"name": "sessions table present", "sql": "SELECT to_regclass('public.sessions') IS NOT NULL"},
 ]
-LAUNCHER = (
-    "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner; sys.exit(dr_runner.main())"
-)
 
 
 @pytest.fixture(scope="module")
@@ -82,16 +76,7 @@ def run_verify(pg_cluster, tmp_path, directory, *, assertions=None, extra=None, 
             config[key] = dict(config[key], **value)
         else:
             config[key] = value
-    path = tmp_path / "verify.json"
-    path.write_text(json.dumps(config))
-    proc = subprocess.run(
-        [sys.executable, "-c", LAUNCHER, str(ROOT / ".collections"), "verify", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "PGPASSWORD": pg_cluster.password, **(env or {})},
-        timeout=300,
-        check=False,
-    )
+    proc = run_job("verify", config, tmp_path / "verify.json", {"PGPASSWORD": pg_cluster.password, **(env or {})})
     result = json.loads(proc.stdout) if proc.stdout.strip() else {}
     status_file = Path(config["status_file"])
     status = json.loads(status_file.read_text()) if status_file.exists() else None
