@@ -132,7 +132,8 @@ def as_backup(source: Path, workdir: Path) -> tuple[Path, str]:
         return source.parent, stem
     backup_dir = workdir / "wrapped"
     backup_dir.mkdir(mode=0o700)
-    stem = datetime.datetime.now(datetime.UTC).strftime("backup_%Y-%m-%d_%H-%M-%S")
+    when = datetime.datetime.now(datetime.UTC)  # one instant: started_at must fall in the second of the name
+    stem = when.strftime("backup_%Y-%m-%d_%H-%M-%S")
     is_dir = source.is_dir()
     data = backup_dir / f"{stem}.{'dir' if is_dir else 'sql.gz'}"
     if is_dir:
@@ -151,7 +152,7 @@ def as_backup(source: Path, workdir: Path) -> tuple[Path, str]:
         except OSError:
             shutil.copyfile(source, data)
         files, size, digest = None, data.stat().st_size, sha256_file(data)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     manifest = {
         "manifest_version": 1,
         "name": stem,
