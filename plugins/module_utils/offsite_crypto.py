@@ -24,8 +24,11 @@ The size of an encrypted object is then a function of the plaintext's size alone
 from a plain one by the object's size against the manifest's, without reading anything. What
 decides is still the header and the chunks' authentication, never an object's metadata.
 
-``cryptography`` (AESGCM, HKDF; Debian 12's python3-cryptography 38 has both) is imported guarded:
-this module imports without it, and ``require`` says what to install when encryption is needed.
+``cryptography`` is imported guarded: this module imports without it, and ``require`` says what
+to install when encryption is needed. The chunks go through its AES cipher in GCM mode with
+``update_into`` and reused buffers (the same bytes as its ``AESGCM`` class): on Debian 12's
+python3-cryptography 38.0.4, ``AESGCM`` copies each chunk several times and runs at about
+0.6 GB/s, ``update_into`` at 3-4 GB/s; with cryptography 50 both run at about 7 GB/s.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 try:
     from cryptography.exceptions import InvalidTag
     from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 except ImportError:
     HAS_CRYPTOGRAPHY = False
@@ -204,7 +207,7 @@ class ObjectCipher:
         self.chunk = chunk
         self.chunks = chunk_count(self.size, chunk)
         self.object_size = encrypted_size(self.size, chunk)
-        self._aead = AESGCM(derive_key(key, salt, name))
+        self._algorithm = algorithms.AES(derive_key(key, salt, name))
 
     @classmethod
     def new(cls, key, name, size, *, chunk=CHUNK):
@@ -231,12 +234,36 @@ class ObjectCipher:
         index = min((position - HEADER_SIZE) // (self.chunk + TAG_SIZE), self.chunks - 1)
         return index, position - self.cipher_offset(index), self.plain_length(index) + TAG_SIZE
 
-    def seal(self, index, plaintext):
-        return self._aead.encrypt(nonce(index, index == self.chunks - 1), bytes(plaintext), self.header)
+    def buffer(self):
+        """A buffer that seal_into and unseal_into can fill with one chunk (update_into wants 15 bytes spare)."""
+        return bytearray(self.chunk + TAG_SIZE + 15)
 
-    def unseal(self, index, sealed, where):
+    def seal_into(self, index, plaintext, out):
+        """Chunk index (plaintext, bytes-like) sealed into out: a memoryview of its ciphertext and tag."""
+        encryptor = Cipher(self._algorithm, modes.GCM(nonce(index, index == self.chunks - 1))).encryptor()
+        encryptor.authenticate_additional_data(self.header)
+        length = encryptor.update_into(plaintext, out)
+        tail = encryptor.finalize()  # GCM holds nothing back: b""
+        out[length : length + len(tail) + TAG_SIZE] = tail + encryptor.tag
+        length += len(tail)
+        return memoryview(out)[: length + TAG_SIZE]
+
+    def seal(self, index, plaintext):
+        """Chunk index sealed, as bytes (a fresh buffer)."""
+        return bytes(self.seal_into(index, plaintext, self.buffer()))
+
+    def unseal_into(self, index, sealed, out, where):
+        """Chunk index opened into out: a memoryview of its plaintext, only once it authenticated."""
+        sealed = memoryview(sealed)
         try:
-            return self._aead.decrypt(nonce(index, index == self.chunks - 1), bytes(sealed), self.header)
+            if len(sealed) < TAG_SIZE:
+                raise InvalidTag
+            mode = modes.GCM(nonce(index, index == self.chunks - 1), bytes(sealed[-TAG_SIZE:]))
+            decryptor = Cipher(self._algorithm, mode).decryptor()
+            decryptor.authenticate_additional_data(self.header)
+            length = decryptor.update_into(sealed[:-TAG_SIZE], out)
+            decryptor.finalize()  # checks the tag: out is not used before this returned
+            return memoryview(out)[:length]
         except InvalidTag:
             start = self.cipher_offset(index)
             raise EncryptionError(
@@ -281,15 +308,17 @@ class EncryptingReader:
 
     Hand it to s3transfer (through an OSUtils whose open() returns it): each part of a multipart
     upload opens its own reader, seeks to its first byte and reads as the HTTP client sends; only
-    the current chunk is held (1 MiB), whatever the size of the file. A seek anywhere re-seals the
-    chunk there (the same bytes: the key, nonce and plaintext are the same).
+    the last two chunks are held (in two reused buffers, so that a read across a chunk boundary
+    copies once), whatever the size of the file. A seek anywhere re-seals the chunk there (the same
+    bytes: the key, nonce and plaintext are the same).
     """
 
     def __init__(self, cipher, path):
         self.cipher = cipher
         self.path = path
         self._position = 0
-        self._cached = (None, b"")
+        self._plain = bytearray(cipher.chunk)
+        self._slots = [[None, cipher.buffer(), None], [None, cipher.buffer(), None]]  # index, buffer, sealed
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         size = os.fstat(self._fd).st_size
         if size != cipher.size:
@@ -329,33 +358,38 @@ class EncryptingReader:
         while amount > 0:
             position = self._position
             if position < HEADER_SIZE:
-                piece = self.cipher.header[position : position + amount]
+                piece = memoryview(self.cipher.header)[position : position + amount]
             else:
                 index, offset, _length = self.cipher.locate(position)
+                if len(pieces) >= 2:  # its buffer is about to be reused: copy it out now
+                    pieces[-2] = bytes(pieces[-2])
                 piece = self._sealed(index)[offset : offset + amount]
             pieces.append(piece)
             self._position += len(piece)
             amount -= len(piece)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return b"".join(pieces)  # one copy, straight out of the reused buffers
 
     def _sealed(self, index):
-        if self._cached[0] != index:
+        slot = self._slots[index % 2]
+        if slot[0] != index:
             length = self.cipher.plain_length(index)
-            plain = os.pread(self._fd, length, index * self.cipher.chunk)
-            if len(plain) != length:
+            plain = memoryview(self._plain)[:length]
+            if length and os.preadv(self._fd, [plain], index * self.cipher.chunk) != length:
                 raise EncryptionError(
                     "checksum_mismatch",
                     f"{self.path} became shorter while it was pushed: it was not pushed. Take a new backup",
                     path=self.path,
                 )
-            self._cached = (index, self.cipher.seal(index, plain))
-        return self._cached[1]
+            slot[0] = None
+            slot[2] = self.cipher.seal_into(index, plain, slot[1])
+            slot[0] = index
+        return slot[2]
 
     def close(self):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self._cached = (None, b"")
+        self._slots = [[None, None, None], [None, None, None]]
         self.closed = True
 
     def __enter__(self):
@@ -403,6 +437,7 @@ class DecryptingWriter:
         self._header_spans = []
         self._pending = {}
         self._spare = []
+        self._plain = self.cipher.buffer()
         self._opened = bytearray(self.cipher.chunks)
         self._left = self.cipher.chunks
 
@@ -472,7 +507,7 @@ class DecryptingWriter:
                 return
             self._pending.pop(index, None)
             sealed = buffer
-        plain = self.cipher.unseal(index, sealed, self.where)
+        plain = self.cipher.unseal_into(index, sealed, self._plain, self.where)
         if sealed is not piece and len(self._spare) < SPARE_BUFFERS:
             self._spare.append(sealed)
         self._emit(index * self.cipher.chunk, plain)
@@ -487,12 +522,12 @@ class DecryptingWriter:
 
     def _emit(self, offset, plain):
         if self._sink is not None:
-            self._sink(offset, plain)
+            self._sink(offset, bytes(plain))
             return
         if self._fd is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             self._fd = os.open(self.path, flags, self.mode)
-        view = memoryview(plain)
+        view = plain
         while view:
             written = os.pwrite(self._fd, view, offset)
             view = view[written:]

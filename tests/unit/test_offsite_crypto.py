@@ -359,3 +359,16 @@ def test_without_cryptography_the_message_says_what_to_install(key, monkeypatch)
         crypto.ObjectCipher.new(key, NAME, 10)
     with fails("invalid", "python3-cryptography is needed to decrypt offsite copies"):
         crypto.ObjectCipher.open(backup_keys.KeyRing([key]), crypto.make_header(key.id), NAME, 10, where=WHERE)
+
+
+def test_the_chunks_are_standard_aes_256_gcm(key):
+    """update_into over the AES cipher gives exactly what AESGCM gives: ciphertext, then the 16-byte tag."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
+    cipher, plain, data = sealed(key, 2 * C + 3)
+    _key_id, salt = crypto.parse_header(data[:H], WHERE)
+    aead = AESGCM(crypto.derive_key(key, salt, NAME))
+    for index in range(cipher.chunks):
+        start = index * C
+        expected = aead.encrypt(crypto.nonce(index, index == 2), plain[start : start + C], cipher.header)
+        assert data[cipher.cipher_offset(index) : cipher.cipher_offset(index) + len(expected)] == expected
