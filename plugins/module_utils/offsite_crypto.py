@@ -303,7 +303,25 @@ def decrypt_bytes(cipher, data, where):
 # --------------------------------------------------------------------------- streams
 
 
-class EncryptingReader:
+class _ObjectPosition:
+    """The position of a stream over one encrypted object (seekable anywhere in it, as s3transfer wants)."""
+
+    cipher = None
+    _position = 0
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._position
+
+    def seek(self, where, whence=0):
+        base = {0: 0, 1: self._position, 2: self.cipher.object_size}[whence]
+        self._position = max(0, base + where)
+        return self._position
+
+
+class EncryptingReader(_ObjectPosition):
     """The ciphertext of a plaintext file, as a seekable read-only file object.
 
     Hand it to s3transfer (through an OSUtils whose open() returns it): each part of a multipart
@@ -335,19 +353,8 @@ class EncryptingReader:
     def readable(self):
         return True
 
-    def seekable(self):
-        return True
-
     def writable(self):
         return False
-
-    def tell(self):
-        return self._position
-
-    def seek(self, where, whence=0):
-        base = {0: 0, 1: self._position, 2: self.cipher.object_size}[whence]
-        self._position = max(0, base + where)
-        return self._position
 
     def read(self, amount=None):
         total = self.cipher.object_size
@@ -410,7 +417,7 @@ def _cover(spans, start, end):
     return merged
 
 
-class DecryptingWriter:
+class DecryptingWriter(_ObjectPosition):
     """A seekable writable file object that takes an encrypted object's bytes in any order, and writes
     the plaintext of each chunk into path once that chunk has arrived whole and authenticated.
 
@@ -446,17 +453,6 @@ class DecryptingWriter:
 
     def writable(self):
         return True
-
-    def seekable(self):
-        return True
-
-    def tell(self):
-        return self._position
-
-    def seek(self, where, whence=0):
-        base = {0: 0, 1: self._position, 2: self.cipher.object_size}[whence]
-        self._position = max(0, base + where)
-        return self._position
 
     def write(self, data):
         view = memoryview(data).cast("B")

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from backup_support import ROOT, conn_args, drop_db, load_shop, run_module
-from s3_support import big_backup, offsite, serve_moto, sha256_of, tree_state
+from backup_support import ROOT, conn_args, drop_db, run_module
+from s3_support import big_backup, manifest_of, offsite, serve_moto, sha256_of, shop_backups, tree_state
 
 sys.path.insert(0, str(ROOT / ".collections"))
 
@@ -39,17 +39,7 @@ def moto(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backups(pg_cluster, tmp_path_factory):
     """Two real backups of a tiny shop: the default directory format and the plan's .sql.gz."""
-    load_shop(pg_cluster, DB, fidelity=False)
-    src = tmp_path_factory.mktemp("enc_backups")
-    made = {}
-    for fmt, extra in (("plain", {"compression": "gzip"}), ("directory", {})):
-        result = run_module(
-            "postgresql_backup", conn_args(pg_cluster, database=DB, backup_dir=str(src), format=fmt, **extra)
-        )
-        assert not result.get("failed"), result
-        made[fmt] = result["name"]
-    yield {"dir": src, **made}
-    drop_db(pg_cluster, DB)
+    yield from shop_backups(pg_cluster, tmp_path_factory.mktemp("enc_backups"), DB)
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +49,6 @@ def big(backups, tmp_path_factory):
     local.chmod(0o700)
     name = big_backup(backups["dir"], backups["plain"], local, 12 * MIB + 4321, started_at="2026-01-03T02:00:00Z")
     return local, name
-
-
-def manifest_of(directory: Path, name: str) -> dict:
-    return json.loads((directory / f"{name}.manifest.json").read_text())
 
 
 def run(mode: str, opts: dict, check_mode: bool = False) -> dict:
