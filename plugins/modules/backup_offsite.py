@@ -108,7 +108,7 @@ options:
   client_encryption:
     description:
       - O(mode=push) - with a backup key configured (C(backup_key)), encrypt every data object on this host before
-        it leaves (AES-256-GCM in 1 MiB chunks, one key per object derived from the backup key): the bucket then
+        it leaves (AES-256-GCM in 1 MiB chunks, one key per object derived from the backup key), so that the bucket
         holds only ciphertext and the manifest. This is the default whenever a backup key is given.
       - V(false) pushes plaintext even with a backup key (the manifest is still signed). Without a backup key,
         nothing is encrypted client-side whatever this says.
@@ -511,7 +511,7 @@ error:
     - On failure, what kind of problem it is - V(bucket_missing), V(access_denied), V(no_credentials),
       V(endpoint_unreachable), V(tls), V(object_missing), V(checksum_mismatch), V(throttled), V(archived),
       V(no_backup), V(conflict), V(local), V(invalid), V(s3), V(key_missing) (an encrypted copy, and not the
-      key that encrypted it) or V(not_authentic) (an encrypted object that does not authenticate: changed,
+      key that encrypted it) or V(not_authentic) (an encrypted object that does not authenticate - changed,
       damaged, truncated, reordered or copied from another key).
   returned: failure
   type: str
