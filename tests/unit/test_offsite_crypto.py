@@ -119,7 +119,7 @@ def test_the_reader_streams_the_same_ciphertext_in_any_piece_size_and_after_any_
             pieces.append(piece)
         assert b"".join(pieces) == data
         rng = seeded(size)
-        for _ in range(20):  # each part of a multipart upload seeks to its first byte; a retry seeks back
+        for _attempt in range(20):  # each part of a multipart upload seeks to its first byte; a retry seeks back
             start = rng.randrange(0, len(data) + 1)
             reader.seek(start)
             amount = rng.choice([1, 100, C + 17, 5 * C])
