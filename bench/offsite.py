@@ -12,13 +12,18 @@ Each run times, in fresh processes (Python start and boto3 import included on bo
 
   push  ours     s3_offsite.push: multipart upload with sha256 metadata and CRC32 part checksums,
                  the local sha256 recomputed alongside, manifest uploaded last
+        ours+enc the same with a backup key: client-side AES-256-GCM encryption as it uploads
         aws      aws s3 cp <file> s3://...   (aws s3 cp --recursive for a directory backup)
   pull  ours     s3_offsite.pull: ranged parallel download to .partial, sha256 verified, renamed
+        ours+enc the same from the encrypted copy: every chunk authenticated and decrypted first
         aws      aws s3 cp s3://... <file>
 
-and prints MB/s (10^6 bytes), wall seconds and peak RSS of each, the best of --runs, and the
-ratio ours/aws. Results go to bench/results/offsite-<UTC time>.json (or --json). bench/run.py
-can call run_offsite_bench() with the backup it made.
+and prints MB/s (10^6 bytes), wall seconds and peak RSS of each, the best of --runs, the ratio
+ours/aws, and what encryption costs (1 - MB/s with / MB/s without) against the targets: under
+15 % of push throughput, peak RSS under 150 MB. The backup key of the encrypted rows is a
+throwaway one, handed to the worker in TOKOTANI_BACKUP_KEY (never on a command line). Results
+go to bench/results/offsite-<UTC time>.json (or --json). bench/run.py can call
+run_offsite_bench() with the backup it made.
 """
 
 from __future__ import annotations
@@ -30,8 +35,10 @@ import hashlib
 import json
 import os
 import platform
+import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +53,10 @@ LOOPBACK = "127.0.0.1"
 ACCESS_KEY = "bench"
 SECRET_KEY = "bench-secret"  # noqa: S105 - a throwaway moto server's credentials
 REGION = "us-east-1"
+KEY_ENV = "TOKOTANI_BACKUP_KEY"
+TARGET_ENCRYPTION_COST = 0.15  # of push throughput
+TARGET_ENCRYPTED_RSS_MB = 150
+LABELS = ("push ours", "push ours+enc", "push aws", "pull ours", "pull ours+enc", "pull aws")
 
 
 def log(msg: str) -> None:
@@ -132,7 +143,8 @@ def as_backup(source: Path, workdir: Path) -> tuple[Path, str]:
         return source.parent, stem
     backup_dir = workdir / "wrapped"
     backup_dir.mkdir(mode=0o700)
-    stem = datetime.datetime.now(datetime.UTC).strftime("backup_%Y-%m-%d_%H-%M-%S")
+    when = datetime.datetime.now(datetime.UTC)  # one instant: started_at must fall in the second of the name
+    stem = when.strftime("backup_%Y-%m-%d_%H-%M-%S")
     is_dir = source.is_dir()
     data = backup_dir / f"{stem}.{'dir' if is_dir else 'sql.gz'}"
     if is_dir:
@@ -151,7 +163,7 @@ def as_backup(source: Path, workdir: Path) -> tuple[Path, str]:
         except OSError:
             shutil.copyfile(source, data)
         files, size, digest = None, data.stat().st_size, sha256_file(data)
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     manifest = {
         "manifest_version": 1,
         "name": stem,
@@ -202,6 +214,9 @@ def worker(mode: str, opts: dict) -> None:
     sys.path.insert(0, str(ROOT / ".collections"))
     from ansible_collections.tokotani.dr.plugins.module_utils import s3_offsite  # noqa: PLC0415
 
+    if opts.pop("encrypt", False):
+        opts["backup_key"] = os.environ[KEY_ENV]
+        opts["allow_unsigned"] = True  # the benchmark's backup is made without a key: the cost measured is encryption
     result = s3_offsite.run(opts, mode)
     result.pop("manifest", None)
     print(json.dumps(result, default=str))
@@ -230,6 +245,7 @@ def run_offsite_bench(
     concurrency: int = 8,
     chunk_mb: int = 16,
     workdir: Path | None = None,
+    encryption: bool = True,
 ) -> dict:
     """Push and pull source with the engine and with `aws s3 cp`; returns the results (also for bench/run.py)."""
     own_tmp = workdir is None
@@ -243,13 +259,13 @@ def run_offsite_bench(
             client = s3_client(endpoint)
             with contextlib.suppress(Exception):
                 client.create_bucket(Bucket=bucket)
-            return _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client)
+            return _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client, encryption)
     finally:
         if own_tmp:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client):  # noqa: PLR0917
+def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client, encryption):  # noqa: PLR0917
     backup_dir, name = as_backup(source, workdir)
     manifest = json.loads((backup_dir / f"{name}.manifest.json").read_text())
     data = backup_dir / manifest["data"]
@@ -270,26 +286,30 @@ def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, clien
     aws = [str(VENV_BIN / "aws"), "--endpoint-url", endpoint, "--only-show-errors", "s3", "cp"]
     if is_dir:
         aws.append("--recursive")
-    rows = {"push ours": [], "push aws": [], "pull ours": [], "pull aws": []}
+    ours = {"ours": ({}, None)}
+    if encryption:
+        ours["ours+enc"] = ({"encrypt": True}, {**os.environ, KEY_ENV: secrets.token_urlsafe(32)})
+    rows = {label: [] for label in LABELS if encryption or "+enc" not in label}
     for run in range(1, runs + 1):
         prefix = f"run{run}-{int(time.time())}"
-        # push: ours, then aws (different prefixes, same bytes)
-        push_opts = {**opts, "prefix": prefix + "/ours", "backup_dir": str(backup_dir), "backup": name, "force": True}
-        result = timed(worker_argv("push", push_opts))
-        check(result, "push ours")
-        rows["push ours"].append(result)
+        # push: ours (plain, then encrypted), then aws (different prefixes, same bytes)
+        for label, (extra, worker_env) in ours.items():
+            push_opts = {**opts, **extra, "prefix": f"{prefix}/{label}", "backup_dir": str(backup_dir), "backup": name}
+            result = timed(worker_argv("push", {**push_opts, "force": True}), worker_env)
+            check(result, f"push {label}")
+            rows[f"push {label}"].append(result)
         aws_key = f"s3://{bucket}/{prefix}/aws/{data.name}"
         result = timed([*aws, str(data), aws_key], env)
         check(result, "push aws")
         rows["push aws"].append(result)
-        # pull: ours (verified), then aws
-        dest = workdir / f"pull-ours-{run}"
-        result = timed(
-            worker_argv("pull", {**opts, "prefix": prefix + "/ours", "backup_dir": str(dest), "backup": name})
-        )
-        check(result, "pull ours")
-        rows["pull ours"].append(result)
-        shutil.rmtree(dest, ignore_errors=True)
+        # pull: ours (verified; the encrypted copy authenticated and decrypted first), then aws
+        for label, (extra, worker_env) in ours.items():
+            dest = workdir / f"pull-{label}-{run}"
+            pull_opts = {**opts, **extra, "prefix": f"{prefix}/{label}", "backup_dir": str(dest), "backup": name}
+            result = timed(worker_argv("pull", pull_opts), worker_env)
+            check(result, f"pull {label}")
+            rows[f"pull {label}"].append(result)
+            shutil.rmtree(dest, ignore_errors=True)
         target = workdir / f"pull-aws-{run}" / data.name
         target.parent.mkdir()
         result = timed([*aws, aws_key, str(target)], env)
@@ -300,18 +320,7 @@ def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, clien
             keys = [{"Key": o["Key"]} for o in page.get("Contents") or []]
             if keys:
                 client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
-    summary = {}
-    for label, results in rows.items():
-        best = min(results, key=lambda r: r["seconds"])
-        summary[label] = {
-            "seconds": best["seconds"],
-            "mb_per_s": round(size / 1e6 / best["seconds"], 1),
-            "peak_rss_mb": best.get("peak_rss_mb"),
-            "all_seconds": [r["seconds"] for r in results],
-        }
-    for direction in ("push", "pull"):
-        ours, theirs = summary[f"{direction} ours"], summary[f"{direction} aws"]
-        summary[f"{direction} ratio ours/aws (MB/s)"] = round(ours["mb_per_s"] / theirs["mb_per_s"], 2)
+    summary, targets = summarize(rows, size, encryption)
     return {
         "when": datetime.datetime.now(datetime.UTC).isoformat(),
         "host": platform.node(),
@@ -321,10 +330,50 @@ def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, clien
         "bytes": size,
         "format": manifest["format"],
         "runs": runs,
-        "ours": {"concurrency": concurrency, "part_mb": chunk_mb, "threshold_mb": chunk_mb, "checksum": "CRC32"},
+        "ours": {
+            "concurrency": concurrency,
+            "part_mb": chunk_mb,
+            "threshold_mb": chunk_mb,
+            "checksum": "CRC32",
+            "client_encryption": "AES-256-GCM, 1 MiB chunks (ours+enc rows)" if encryption else None,
+        },
         "aws": {"version": aws_version(), "concurrency": 10, "part_mb": 8, "threshold_mb": 8, "checksum": "CRC32"},
         "results": summary,
+        "targets": targets,
     }
+
+
+def summarize(rows: dict, size: int, encryption: bool) -> tuple[dict, dict]:
+    """(summary, targets): each row's best run (with its median and largest RSS), ratios, encryption's cost."""
+    summary = {}
+    for label, results in rows.items():
+        best = min(results, key=lambda r: r["seconds"])
+        summary[label] = {
+            "seconds": best["seconds"],
+            "mb_per_s": round(size / 1e6 / best["seconds"], 1),
+            "peak_rss_mb": best.get("peak_rss_mb"),
+            "all_seconds": [r["seconds"] for r in results],
+            "median_seconds": statistics.median(r["seconds"] for r in results),
+            "max_peak_rss_mb": max(r.get("peak_rss_mb") or 0 for r in results),
+        }
+    for direction in ("push", "pull"):
+        plain, theirs = summary[f"{direction} ours"], summary[f"{direction} aws"]
+        summary[f"{direction} ratio ours/aws (MB/s)"] = round(plain["mb_per_s"] / theirs["mb_per_s"], 2)
+        if encryption:
+            encrypted = summary[f"{direction} ours+enc"]
+            summary[f"{direction} encryption cost (MB/s)"] = round(1 - encrypted["mb_per_s"] / plain["mb_per_s"], 3)
+            cost = 1 - plain["median_seconds"] / encrypted["median_seconds"]
+            summary[f"{direction} encryption cost, medians (MB/s)"] = round(cost, 3)
+    targets = {}
+    if encryption:
+        targets = {
+            "encryption cost of push < 15 %": summary["push encryption cost (MB/s)"] < TARGET_ENCRYPTION_COST,
+            "peak RSS with encryption < 150 MB": max(
+                summary[f"{d} ours+enc"]["max_peak_rss_mb"] for d in ("push", "pull")
+            )
+            < TARGET_ENCRYPTED_RSS_MB,
+        }
+    return summary, targets
 
 
 def check(result: dict, what: str) -> None:
@@ -341,14 +390,23 @@ def print_table(report: dict) -> None:
     res = report["results"]
     print()
     print(f"offsite transfer of {report['bytes'] / 1e6:.1f} MB ({report['format']}) to {report['endpoint']}")
-    print(f"{'':12}{'MB/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
-    for label in ("push ours", "push aws", "pull ours", "pull aws"):
+    print(f"{'':16}{'MB/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
+    for label in (label for label in LABELS if label in res):
         row = res[label]
         rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
-        print(f"{label:12}{row['mb_per_s']:>10.1f}{row['seconds']:>10.2f}{rss:>14}")
+        print(f"{label:16}{row['mb_per_s']:>10.1f}{row['seconds']:>10.2f}{rss:>14}")
     print(
         f"ours/aws MB/s: push {res['push ratio ours/aws (MB/s)']:.2f}x, pull {res['pull ratio ours/aws (MB/s)']:.2f}x"
     )
+    if "push encryption cost (MB/s)" in res:
+        print(
+            f"client-side encryption costs {res['push encryption cost (MB/s)'] * 100:.1f} % of push throughput, "
+            f"{res['pull encryption cost (MB/s)'] * 100:.1f} % of pull throughput (best runs; medians: "
+            f"{res['push encryption cost, medians (MB/s)'] * 100:.1f} %, "
+            f"{res['pull encryption cost, medians (MB/s)'] * 100:.1f} %)"
+        )
+        for target, met in report.get("targets", {}).items():
+            print(f"  target: {target}: {'met' if met else 'MISSED'}")
     print("(ours: sha256 recomputed beside the push, and verified after the pull before the rename)")
 
 
@@ -362,6 +420,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs; the best of each is reported (1)")
     parser.add_argument("--concurrency", type=int, default=8, help="our concurrency (8)")
     parser.add_argument("--chunk-mb", type=int, default=16, help="our multipart threshold and part size in MiB (16)")
+    parser.add_argument("--no-encryption", action="store_true", help="skip the ours+enc rows")
     parser.add_argument("--json", type=Path, help="write the results here (default bench/results/offsite-<UTC>.json)")
     parser.add_argument("--worker", choices=["push", "pull"], help=argparse.SUPPRESS)
     parser.add_argument("--opts", help=argparse.SUPPRESS)
@@ -384,6 +443,7 @@ def main() -> int:
             concurrency=args.concurrency,
             chunk_mb=args.chunk_mb,
             workdir=workdir,
+            encryption=not args.no_encryption,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -18,6 +18,9 @@ other on the same cluster:
 
 and prints wall times, sizes, the ratios to the plan's pipeline and the targets of the issue,
 plus the peak RSS of the module process (VmHWM of the AnsiballZ process, sampled from /proc).
+Then (unless --no-offsite) bench/offsite.py pushes and pulls our backup of that database to a
+moto server, plain and with client-side encryption, beside `aws s3 cp`, and prints MB/s, peak
+RSS and what encryption costs against its targets (under 15 % of push throughput, under 150 MB).
 Writes everything to bench/results/bench-<UTC time>.json.
 
 Run as root (initdb runs as the postgres system user through runuser).
@@ -554,7 +557,7 @@ def main() -> int:
         res["backup"] = run_backups(cluster, work, opts.jobs)
         res["restore"] = run_restores(cluster, work, res["backup"]["ours_backup"]["path"], opts.jobs)
         if not opts.no_offsite:
-            log("offsite: push and pull of our backup beside aws s3 cp (moto server on loopback)")
+            log("offsite: push and pull of our backup, plain and encrypted, beside aws s3 cp (moto server on loopback)")
             (work / "offsite").mkdir()
             # best of 3: a 128 MB transfer takes about a second, where one run is mostly process start-up
             res["offsite"] = run_offsite_bench(

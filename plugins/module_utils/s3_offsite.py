@@ -19,6 +19,13 @@ A pull downloads into ``<backup_dir>/<data>.partial``, verifies the sha256 again
 renames the data into place last - the same commit order as ``postgresql_backup``. Any failure
 removes the ``.partial``: a pull that does not verify leaves nothing behind.
 
+With a backup key (``backup_key``) and ``client_encryption`` (the default), every data object is
+encrypted on this host as it is read for the upload (offsite_crypto: AES-256-GCM in 1 MiB chunks,
+one key per object): the bucket holds only ciphertext and the (signed) manifest. The listing tells
+an encrypted copy from a plain one by the objects' sizes; a pull reads each object's header first
+(a missing key fails before anything is downloaded), authenticates and decrypts every chunk as it
+arrives into the ``.partial``, and only then checks the plaintext's sha256 and renames.
+
 Large files go up in multipart uploads through boto3's transfer manager, streaming from disk
 (memory stays flat): the part size grows with the file so that a 1 TiB backup stays within
 S3's 10,000 parts. botocore retries each request (standard retry mode); on top, every
@@ -47,6 +54,7 @@ import traceback
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys
+from ansible_collections.tokotani.dr.plugins.module_utils import offsite_crypto as crypto
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 
 try:
@@ -54,7 +62,9 @@ try:
     import botocore.exceptions
     from boto3.s3.transfer import TransferConfig, create_transfer_manager
     from botocore.config import Config
+    from s3transfer.utils import OSUtils
 except ImportError:
+    OSUtils = object
     HAS_BOTO3 = False
     BOTO3_IMPORT_ERROR = traceback.format_exc()
 else:
@@ -136,7 +146,8 @@ class OffsiteError(DrError):
     """An offsite problem with an operator-facing message and a kind a playbook can test.
 
     kind is one of: bucket_missing, access_denied, no_credentials, endpoint_unreachable, tls,
-    object_missing, checksum_mismatch, throttled, archived, no_backup, conflict, local, invalid, s3.
+    object_missing, checksum_mismatch, throttled, archived, no_backup, conflict, local, invalid, s3,
+    and from client-side encryption (offsite_crypto) key_missing, not_authentic.
     """
 
     def __init__(self, kind, msg, **details):
@@ -354,8 +365,8 @@ def _transport_errors():
 
 def describe_error(err, bucket, key=None, endpoint=None, action="access"):
     """Map a boto3/botocore exception to an OffsiteError with a specific message and kind."""
-    if isinstance(err, OffsiteError):
-        return err
+    if isinstance(err, (OffsiteError, crypto.EncryptionError)):
+        return err if isinstance(err, OffsiteError) else from_crypto(err)
     cause = _root_cause(err)
     ctx = {
         "bucket": bucket,
@@ -410,6 +421,8 @@ def _remote_entry(name, manifest_key):
         "storage_class": None,
         "last_modified": None,
         "objects": 0,
+        "encrypted": None,
+        "key_id": None,
         "valid": False,
         "signed": False,
         "signed_by": None,
@@ -495,6 +508,7 @@ def _fill_entry(entry, doc, prefix, objects, present):
     manifest_key, data_key, files = key_layout(prefix, doc)
     catalog.fill_from_manifest(entry, doc, entry["name"], manifest_key)
     entry.update(data=doc["data"], data_key=data_key, objects=len(present))
+    forms = set()
     if doc["format"] == "directory":
         missing = [rel for rel in files if rel not in present]
         extra = sorted(rel for rel in present if rel not in files)
@@ -505,8 +519,8 @@ def _fill_entry(entry, doc, prefix, objects, present):
         for rel in files:
             obj = objects.get(files[rel])
             want = doc["files"][rel].get("size")
-            if obj is not None and obj.get("size") != want:
-                entry["problems"].append(f"{files[rel]} has {obj.get('size')} bytes, the manifest says {want}")
+            if obj is not None:
+                forms.add(_size_form(entry, files[rel], obj.get("size"), want))
         classes = {objects[k].get("storage_class") for k in files.values() if k in objects}
         entry["storage_class"] = classes.pop() if len(classes) == 1 else None
     else:
@@ -514,10 +528,23 @@ def _fill_entry(entry, doc, prefix, objects, present):
         if obj is None or "" not in present:
             entry["problems"].append(f"the data object {data_key} is missing")
         else:
-            if obj.get("size") != doc["size"]:
-                entry["problems"].append(f"{data_key} has {obj.get('size')} bytes, the manifest says {doc['size']}")
+            forms.add(_size_form(entry, data_key, obj.get("size"), doc["size"]))
             entry["storage_class"] = obj.get("storage_class")
+    forms.discard(None)
+    if len(forms) > 1:
+        entry["problems"].append(f"some objects under {data_key} are encrypted client-side and others are not")
+    elif forms:
+        entry["encrypted"] = forms.pop() == "encrypted"
     entry["valid"] = not entry["problems"]
+
+
+def _size_form(entry, key, size, want):
+    """plain or encrypted (the object's size against the manifest's), or None with the problem recorded."""
+    form = crypto.object_form(size, want)
+    if form is None:
+        encrypted = f" ({crypto.encrypted_size(want)} encrypted)" if isinstance(want, int) else ""
+        entry["problems"].append(f"{key} has {size} bytes, the manifest says {want}{encrypted}")
+    return form
 
 
 def public_entry(entry, now):
@@ -754,6 +781,15 @@ class Store:
 
         return self._call("read", key, run)
 
+    def get_head_bytes(self, key, count):
+        """The first count bytes of an object (fewer when it is shorter): a ranged GET."""
+
+        def run():
+            response = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{count - 1}")
+            return response["Body"].read(count)
+
+        return self._call("read", key, run)
+
     def put_bytes(self, key, body, extra):
         kwargs = dict(extra)
         kwargs.update(Bucket=self.bucket, Key=key, Body=body)
@@ -826,16 +862,17 @@ class Store:
             kwargs["preferred_transfer_client"] = "classic"
         return TransferConfig(**kwargs)
 
-    def run_transfers(self, jobs, config, action):
+    def run_transfers(self, jobs, config, action, osutil=None):
         """Run jobs (each a dict with key and submit(manager) -> future) concurrently through one manager.
 
         A job whose error is retryable is submitted again (whole object) with backoff, up to retries.
+        osutil is s3transfer's file access (EncryptingOSUtils for an encrypted push).
         """
         pending = list(jobs)
         attempt = 0
         while pending:
             failed = []
-            with create_transfer_manager(self.client, config) as manager:
+            with create_transfer_manager(self.client, config, osutil) as manager:
                 futures = [(job, job["submit"](manager)) for job in pending]
                 for job, future in futures:
                     try:
@@ -867,9 +904,15 @@ class _FakeClientError(Exception):
 # --------------------------------------------------------------------------- push
 
 
-def upload_extra(opts, sha256, name, database):
-    """ExtraArgs of every data object: the sha256 in metadata, checksum, encryption, storage class."""
+def upload_extra(opts, sha256, name, database, backup_key=None):
+    """ExtraArgs of every data object: the sha256 in metadata, checksum, encryption, storage class.
+
+    With backup_key (client-side encryption), the metadata also says so, for humans: a pull trusts the
+    object's header and chunks, never its metadata.
+    """
     extra = {"Metadata": {SHA256_META: sha256, "backup": name, "database": database}}
+    if backup_key is not None:
+        extra["Metadata"].update(crypto.METADATA, **{"tokotani-key-id": backup_key.id})
     algorithm = opts.get("checksum_algorithm") or DEFAULT_CHECKSUM
     if algorithm != "none":
         extra["ChecksumAlgorithm"] = algorithm
@@ -954,6 +997,7 @@ def push(opts, check_mode=False, store=None):
     """Push local backups (data first, manifest last). Returns the module result."""
     started = time.monotonic()
     sources = local_sources(opts)
+    backup_key = encryption_key(opts)
     store = store or Store(opts)
     store.check_bucket()
     entries, _incomplete, objects = store.catalog()
@@ -970,6 +1014,7 @@ def push(opts, check_mode=False, store=None):
                 objects=objects,
                 check_mode=check_mode,
                 warnings=warnings,
+                backup_key=backup_key,
             )
         )
     moved = [r for r in results if r["status"] == "pushed"]
@@ -986,11 +1031,11 @@ def push(opts, check_mode=False, store=None):
         "warnings": warnings,
     }
     if len(results) == 1:
-        out.update({k: results[0][k] for k in ("name", "key", "manifest_key", "size", "sha256")})
+        out.update({k: results[0][k] for k in ("name", "key", "manifest_key", "size", "sha256", "encrypted", "key_id")})
     return out
 
 
-def _push_one(store, opts, entry, *, remote, objects, check_mode, warnings):
+def _push_one(store, opts, entry, *, remote, objects, check_mode, warnings, backup_key=None):
     doc = entry["manifest"]
     manifest_key, data_key, files = key_layout(store.prefix, doc)
     result = {
@@ -1001,12 +1046,14 @@ def _push_one(store, opts, entry, *, remote, objects, check_mode, warnings):
         "size": doc["size"],
         "sha256": doc["sha256"],
         "objects": len(files) or 1,
+        "encrypted": backup_key is not None,
+        "key_id": backup_key.id if backup_key else None,
         "status": None,
         "duration": None,
         "throughput_mb_s": None,
     }
-    if remote is not None and not opts.get("force") and _already_offsite(store, doc, remote, warnings):
-        result["status"] = "already_offsite"
+    if remote is not None and not opts.get("force") and _already_offsite(store, doc, remote, warnings, backup_key):
+        result.update(status="already_offsite", encrypted=remote["encrypted"], key_id=copy_key_id(store, remote))
         return result
     if check_mode:
         result["status"] = "would_push"
@@ -1019,7 +1066,7 @@ def _push_one(store, opts, entry, *, remote, objects, check_mode, warnings):
     with catalog.hold_backup(entry, f"offsite push of {doc['name']}") as hold:
         if hold.warning:
             warnings.append(hold.warning)
-        _upload_backup(store, opts, entry, objects)
+        _upload_backup(store, opts, entry, objects, backup_key=backup_key)
     duration = time.monotonic() - began
     result.update(
         status="pushed",
@@ -1029,7 +1076,7 @@ def _push_one(store, opts, entry, *, remote, objects, check_mode, warnings):
     return result
 
 
-def _already_offsite(store, doc, remote, warnings):
+def _already_offsite(store, doc, remote, warnings, backup_key=None):
     """Whether the offsite copy is this backup, complete; fails on a different backup of the same name."""
     manifest_key = remote["manifest_key"]
     if remote["manifest"] is not None and remote["sha256"] != doc["sha256"]:
@@ -1039,6 +1086,9 @@ def _already_offsite(store, doc, remote, warnings):
             f"(sha256 {remote['sha256']}, local {doc['sha256']}): use another prefix, or force=true to replace it",
             name=doc["name"],
         )
+    if remote["valid"] and backup_key is not None and not remote["encrypted"]:
+        warnings.append(f"the offsite copy of {doc['name']} is not encrypted client-side: pushed again, encrypted")
+        return False
     if remote["valid"] and _metadata_matches(store, remote, doc):
         return True
     if remote["problems"]:
@@ -1053,22 +1103,28 @@ def _already_offsite(store, doc, remote, warnings):
     return False
 
 
-def _upload_backup(store, opts, entry, objects):
-    """Upload the data (verifying the local copy alongside), then the manifest: the commit point."""
+def _upload_backup(store, opts, entry, objects, backup_key=None):
+    """Upload the data (verifying the local copy alongside), then the manifest: the commit point.
+
+    With backup_key, every data object is encrypted as s3transfer reads it (EncryptingOSUtils).
+    """
     doc = entry["manifest"]
     manifest_key, data_key, files = key_layout(store.prefix, doc)
     with open(entry["manifest_path"], "rb") as handle:
         manifest_bytes = handle.read()
-    extra_base = upload_extra(opts, doc["sha256"], doc["name"], doc["database"])
+    extra_base = upload_extra(opts, doc["sha256"], doc["name"], doc["database"], backup_key)
+    osutil = None if backup_key is None else EncryptingOSUtils(backup_key, doc)
     jobs = []
     if doc["format"] == "directory":
         largest = max([info.get("size") or 0 for info in doc["files"].values()] or [0])
         for rel, key in files.items():
             extra = dict(extra_base, Metadata=dict(extra_base["Metadata"], sha256=doc["files"][rel]["sha256"]))
-            jobs.append(_upload_job(store, os.path.join(entry["path"], rel), key, extra))
+            jobs.append(_upload_job(store, os.path.join(entry["path"], rel), key, extra, osutil, rel=rel))
     else:
         largest = doc["size"]
-        jobs.append(_upload_job(store, entry["path"], data_key, extra_base))
+        jobs.append(_upload_job(store, entry["path"], data_key, extra_base, osutil))
+    if osutil is not None:
+        largest = crypto.encrypted_size(largest)
     config = store.transfer_config(largest, opts.get("multipart_threshold"), opts.get("multipart_chunksize"))
     outcome = {}
     checker = None
@@ -1076,7 +1132,7 @@ def _upload_backup(store, opts, entry, objects):
         checker = threading.Thread(target=_verify_local, args=(entry, outcome), daemon=True)
         checker.start()
     try:
-        store.run_transfers(jobs, config, "upload")
+        store.run_transfers(jobs, config, "upload", osutil)
     finally:
         if checker is not None:
             checker.join()
@@ -1119,17 +1175,136 @@ def _metadata_matches(store, remote, doc):
     return head is not None and (head.get("Metadata") or {}).get(SHA256_META) == doc["sha256"]
 
 
-def _upload_job(store, path, key, extra):
+def _upload_job(store, path, key, extra, osutil=None, *, rel=""):
+    """An upload of path to key; with an EncryptingOSUtils, encrypted (a retry gets a fresh salt)."""
+
     def submit(manager):
         return manager.upload(path, store.bucket, key, extra_args=extra)
 
-    return {"key": key, "submit": submit}
+    return {"key": key, "submit": submit, "reset": osutil.add(path, rel) if osutil is not None else None}
 
 
 def _forget(store, keys):
     """Best-effort removal of uploaded data after a failed verification."""
     with contextlib.suppress(OffsiteError):
         store.delete_keys(keys)
+
+
+# --------------------------------------------------------------------------- client-side encryption
+
+
+def encryption_key(opts):
+    """The BackupKey a push encrypts with (the current key), or None: no backup_key, or client_encryption=false."""
+    ring = backup_keys.keyring(opts)
+    if ring is None or not opts.get("client_encryption", True):
+        return None
+    with encryption_errors():
+        crypto.require("encrypt")
+    return ring.current
+
+
+def object_name(doc, rel=""):
+    """What an object's encryption is bound to: the data name, or <data>/<relative path> in a directory backup."""
+    return f"{doc['data']}/{rel}" if rel else doc["data"]
+
+
+def from_crypto(err):
+    """The OffsiteError of an offsite_crypto.EncryptionError (same kind, message and details)."""
+    return OffsiteError(err.kind, err.msg, **err.details)
+
+
+@contextlib.contextmanager
+def encryption_errors():
+    """Raise offsite_crypto's errors as OffsiteError, as every caller of this engine expects."""
+    try:
+        yield
+    except crypto.EncryptionError as err:
+        raise from_crypto(err) from None
+
+
+class EncryptingOSUtils(OSUtils):
+    """s3transfer's file access for an encrypted push: the files added are read as their ciphertext.
+
+    s3transfer asks it for a file's size (the encrypted size) and opens the file once per part
+    (in the thread that sends the part), seeking to the part's first byte: each part streams from
+    its own EncryptingReader, so memory stays as flat as for a plain upload.
+    """
+
+    def __init__(self, key, doc):
+        super().__init__()
+        self.key = key
+        self.doc = doc
+        self.ciphers = {}
+
+    def add(self, path, rel=""):
+        """Encrypt path as the data of doc (rel: a file of a directory backup); returns a reset: a fresh salt."""
+        size = self.doc["files"][rel]["size"] if rel else self.doc["size"]
+
+        def fresh():
+            self.ciphers[path] = crypto.ObjectCipher.new(self.key, object_name(self.doc, rel), size)
+
+        fresh()
+        return fresh
+
+    def get_file_size(self, filename):
+        cipher = self.ciphers.get(filename)
+        return cipher.object_size if cipher is not None else super().get_file_size(filename)
+
+    def open(self, filename, mode):
+        cipher = self.ciphers.get(filename)
+        if cipher is None:
+            return super().open(filename, mode)
+        return crypto.EncryptingReader(cipher, filename)
+
+
+def read_headers(store, keys):
+    """key -> the first bytes (an encryption header's worth) of each object, read in parallel."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(store.concurrency, len(keys))) as pool:
+        heads = pool.map(lambda key: store.get_head_bytes(key, crypto.HEADER_SIZE), keys)
+        return dict(zip(keys, heads, strict=True))
+
+
+def copy_key_id(store, entry):
+    """The key id the header of an encrypted copy names (its first data object), or None (plain, unreadable)."""
+    if not entry.get("encrypted"):
+        return None
+    _manifest_key, data_key, files = key_layout(store.prefix, entry["manifest"])
+    first = next(iter(files.values()), None) if files else data_key
+    try:
+        head = store.get_head_bytes(first, crypto.HEADER_SIZE)
+        return crypto.parse_header(head, s3_url(store.bucket, first))[0]
+    except (OffsiteError, crypto.EncryptionError):
+        return None
+
+
+def pull_ciphers(store, opts, entry):
+    """rel ('' for a single file) -> ObjectCipher of each object of an encrypted copy; None for a plain copy.
+
+    Reads every object's header first, so that a missing key, an unknown key id or a damaged header
+    fails before anything is downloaded, with the key id to give.
+    """
+    if not entry.get("encrypted"):
+        return None
+    doc = entry["manifest"]
+    _manifest_key, data_key, files = key_layout(store.prefix, doc)
+    ring = backup_keys.keyring(opts)
+    keys = files if doc["format"] == "directory" else {"": data_key}
+    headers = read_headers(store, keys.values())
+    ciphers = {}
+    with encryption_errors():
+        for rel, key in keys.items():
+            size = doc["files"][rel]["size"] if rel else doc["size"]
+            where = s3_url(store.bucket, key)
+            ciphers[rel] = crypto.ObjectCipher.open(ring, headers[key], object_name(doc, rel), size, where=where)
+    return ciphers
+
+
+def _key_ids(ciphers):
+    ids = sorted({c.key_id for c in (ciphers or {}).values()})
+    return ", ".join(ids) or None
 
 
 # --------------------------------------------------------------------------- pull
@@ -1168,7 +1343,9 @@ def pull(opts, check_mode=False, store=None):
         "sha256": doc["sha256"],
         "manifest": doc,
         "signed": entry["signed"],
-        "key_id": entry["signed_by"],
+        "signed_by": entry["signed_by"],
+        "encrypted": entry["encrypted"],
+        "key_id": None,
         "verified": False,
         "status": None,
         "duration": None,
@@ -1198,6 +1375,8 @@ def pull(opts, check_mode=False, store=None):
                 f"manifest says {doc['sha256']}: the offsite copy was replaced or damaged; nothing was downloaded",
                 key=data_key,
             )
+    ciphers = pull_ciphers(store, opts, entry)
+    result["key_id"] = _key_ids(ciphers)
     if check_mode:
         result.update(status="would_pull", changed=True)
         return result
@@ -1216,7 +1395,9 @@ def pull(opts, check_mode=False, store=None):
         catalog.DirLock(directory, PULL_LOCK_KEY).acquire(opts.get("lock_timeout", 300)),
         catalog.hold_backup(target, f"offsite pull of {doc['name']}", must_exist=False),
     ):
-        _download_verify_commit(store, opts, doc, path=path, manifest_key=manifest_key, data_key=data_key, files=files)
+        _download_verify_commit(
+            store, opts, doc, path=path, manifest_key=manifest_key, data_key=data_key, files=files, ciphers=ciphers
+        )
     duration = time.monotonic() - began
     result.update(
         status="pulled",
@@ -1259,7 +1440,9 @@ def _local_copy(directory, doc, keys):
     return None
 
 
-def _download_verify_commit(store, opts, doc, *, path, manifest_key, data_key, files):
+def _download_verify_commit(store, opts, doc, *, path, manifest_key, data_key, files, ciphers=None):
+    """Download into .partial (decrypting and authenticating every chunk of an encrypted copy), check the
+    sha256 of the plaintext against the manifest, then write the manifest and rename the data into place."""
     partial = path + catalog.PARTIAL_SUFFIX
     directory = os.path.dirname(path)
     manifest_path = os.path.join(directory, catalog.manifest_name(doc["name"]))
@@ -1274,7 +1457,7 @@ def _download_verify_commit(store, opts, doc, *, path, manifest_key, data_key, f
                 key=manifest_key,
             )
         if doc["format"] == "directory":
-            _download_tree(store, opts, doc, partial, files)
+            _download_tree(store, opts, doc, partial, files, ciphers=ciphers)
             digest, found = catalog.digest_tree(partial)
             bad = sorted(
                 rel
@@ -1291,7 +1474,7 @@ def _download_verify_commit(store, opts, doc, *, path, manifest_key, data_key, f
                     files=bad[:50],
                 )
         else:
-            _download_file(store, opts, doc, partial, data_key)
+            _download_file(store, opts, doc, partial, data_key, cipher=ciphers and ciphers[""])
             digest = catalog.sha256_file(partial)
             if digest != doc["sha256"]:
                 raise OffsiteError(
@@ -1339,7 +1522,16 @@ def _write_bytes_atomic(path, data):
         raise
 
 
-def _download_file(store, opts, doc, partial, data_key):
+def _download_file(store, opts, doc, partial, data_key, *, cipher=None):
+    if cipher is not None:
+        writer = crypto.DecryptingWriter(cipher, partial, s3_url(store.bucket, data_key), catalog.FILE_MODE)
+        with writer, encryption_errors():
+            config = store.transfer_config(
+                cipher.object_size, opts.get("multipart_threshold"), opts.get("multipart_chunksize")
+            )
+            store.run_transfers([_download_job(store, data_key, writer)], config, "download")
+            writer.finish()
+        return
     fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, catalog.FILE_MODE)
     with os.fdopen(fd, "w+b") as handle:
 
@@ -1356,8 +1548,11 @@ def _download_file(store, opts, doc, partial, data_key):
         os.fsync(handle.fileno())
 
 
-def _download_tree(store, opts, doc, partial, files):
-    """Every file of a directory backup into partial; each name is confined to partial before anything is made."""
+def _download_tree(store, opts, doc, partial, files, *, ciphers=None):
+    """Every file of a directory backup into partial; each name is confined to partial before anything is made.
+
+    With ciphers (rel -> ObjectCipher), each object goes through a DecryptingWriter into its file.
+    """
     targets = {}
     for rel, key in files.items():
         try:
@@ -1366,23 +1561,40 @@ def _download_tree(store, opts, doc, partial, files):
             raise OffsiteError("invalid", f"{err.msg}; nothing was downloaded", key=key) from None
     os.mkdir(partial, catalog.DIR_MODE)
     jobs = []
+    writers = []
     for rel, key in files.items():
         parent = os.path.dirname(targets[rel])
         if not os.path.isdir(parent):
             os.makedirs(parent, catalog.DIR_MODE)
-        jobs.append(_download_job(store, key, catalog.confined_join(partial, rel)))
-    largest = max([info.get("size") or 0 for info in doc["files"].values()] or [0])
+        target = catalog.confined_join(partial, rel)
+        if ciphers:
+            target = crypto.DecryptingWriter(ciphers[rel], target, s3_url(store.bucket, key), catalog.FILE_MODE)
+            writers.append(target)
+        jobs.append(_download_job(store, key, target))
+    if ciphers:
+        largest = max(c.object_size for c in ciphers.values())
+    else:
+        largest = max([info.get("size") or 0 for info in doc["files"].values()] or [0])
     config = store.transfer_config(largest, opts.get("multipart_threshold"), opts.get("multipart_chunksize"))
-    store.run_transfers(jobs, config, "download")
+    try:
+        with encryption_errors():
+            store.run_transfers(jobs, config, "download")
+            for writer in writers:
+                writer.finish()
+    finally:
+        for writer in writers:
+            writer.close()
     for rel in files:
         os.chmod(catalog.confined_join(partial, rel), catalog.FILE_MODE)
 
 
 def _download_job(store, key, target):
+    """A download of key into target: a path, or a DecryptingWriter (which starts over on a retry)."""
+
     def submit(manager):
         return manager.download(store.bucket, key, target)
 
-    return {"key": key, "submit": submit}
+    return {"key": key, "submit": submit, "reset": getattr(target, "reset", None)}
 
 
 # --------------------------------------------------------------------------- list and prune
@@ -1397,6 +1609,7 @@ def list_offsite(opts, store=None, now=None):
     entries, incomplete, _objects = store.catalog()
     if opts.get("database"):
         entries = [e for e in entries if e["database"] == opts["database"]]
+    _fill_key_ids(store, entries)
     public = [public_entry(e, now) for e in entries]
     by_name = {p["name"]: p for p in public}
     latest = catalog.newest(entries)
@@ -1414,6 +1627,15 @@ def list_offsite(opts, store=None, now=None):
         chosen = catalog.newest(entries, before=before)
         result["newest_before"] = by_name[chosen["name"]] if chosen else None
     return result
+
+
+def _fill_key_ids(store, entries):
+    """Each encrypted entry's key_id, from the header of its first data object (read in parallel)."""
+    encrypted = [e for e in entries if e["encrypted"]]
+    if encrypted:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(encrypted))) as pool:
+            for entry, key_id in zip(encrypted, pool.map(lambda e: copy_key_id(store, e), encrypted), strict=True):
+                entry["key_id"] = key_id
 
 
 def _public_incomplete(item):

@@ -211,6 +211,7 @@ def offsite_argument_spec():
         keep_min={"type": "int", "default": 3},
         force={"type": "bool", "default": False},
         verify={"type": "bool", "default": True},
+        client_encryption={"type": "bool", "default": True},
         encryption={"type": "str", "choices": list(ENCRYPTIONS)},
         kms_key_id={"type": "str", "no_log": False, "aliases": ["encryption_kms_key_id"]},
         storage_class={"type": "str", "choices": list(STORAGE_CLASSES)},

@@ -31,6 +31,9 @@ description:
   - O(mode=prune) removes offsite copies by the same retention rules as local backups (O(keep_days), O(keep_min)),
     per database - never the newest O(keep_min) valid ones, never an invalid one. The manifest goes first.
     Data without a manifest (an interrupted push) older than O(keep_days) is removed when no O(database) is given.
+  - "With a backup key, data objects are encrypted client-side by default (O(client_encryption)): each object is a
+    header (C(TKDRENC1), the key's id, a random salt) and AES-256-GCM chunks; a pull authenticates every chunk
+    before anything is renamed into place, then verifies the sha256 of the plaintext as for a plain copy."
   - Large files go up and down in multipart transfers, streamed from and to disk (memory stays flat), with
     O(concurrency) parts in flight; the part size grows with the file so that a 1 TiB backup stays within S3's
     10,000 parts.
@@ -101,6 +104,19 @@ options:
     description:
       - O(mode=push) - recompute the local backup's sha256 while uploading it, and refuse a backup that does not
         match its manifest. A pull always verifies.
+    type: bool
+    default: true
+  client_encryption:
+    description:
+      - O(mode=push) - with a backup key configured (C(backup_key)), encrypt every data object on this host before
+        it leaves (AES-256-GCM in 1 MiB chunks, one key per object derived from the backup key), so that the bucket
+        holds only ciphertext and the manifest. This is the default whenever a backup key is given.
+      - V(false) pushes plaintext even with a backup key (the manifest is still signed). Without a backup key,
+        nothing is encrypted client-side whatever this says.
+      - A pull always decrypts an encrypted copy (and needs the key that encrypted it, or that key in
+        C(backup_previous_keys)), and still pulls plain copies pushed before encryption was turned on.
+      - Needs C(python3-cryptography) on the host that runs the transfer.
+      - Independent of O(encryption), the server-side encryption S3 applies on top.
     type: bool
     default: true
   encryption:
@@ -284,7 +300,7 @@ signed:
   description: O(mode=pull) - whether the pulled manifest was signed by a key given (see RV(backups[].signed)).
   returned: when O(mode=pull)
   type: bool
-key_id:
+signed_by:
   description: O(mode=pull) - the id of the key that signed the pulled manifest; null when unsigned or unchecked.
   returned: when O(mode=pull)
   type: str
@@ -350,6 +366,18 @@ backups:
     objects:
       description: Number of data objects present.
       type: int
+    encrypted:
+      description:
+        - Whether the data objects are encrypted client-side (their sizes are those of the encrypted format), or
+          null when that cannot be told (objects missing or of the wrong size).
+        - O(mode=push) - whether this run encrypted it (or, for V(already_offsite), whether the copy offsite is).
+      type: bool
+    key_id:
+      description:
+        - The id of the backup key an encrypted copy is encrypted with, from the header of its first data object
+          (a hash of the key, never the key), or null.
+      type: str
+      sample: 3f9a0c2d81b47e65
     valid:
       description: Whether the manifest is well-formed and every data object is there with the manifest's size.
       type: bool
@@ -427,6 +455,20 @@ verified:
   description: Whether this run downloaded the backup and verified its sha256 against the manifest.
   returned: when O(mode=pull)
   type: bool
+encrypted:
+  description:
+    - O(mode=pull) - whether the offsite copy is encrypted client-side (then every chunk was authenticated and
+      decrypted before the sha256 check).
+    - O(mode=push) of one backup - whether it was pushed encrypted (or, already offsite, whether that copy is).
+  returned: when O(mode=pull), or O(mode=push) of one backup
+  type: bool
+key_id:
+  description:
+    - The id of the backup key the copy is encrypted with (a hash of the key, never the key), or null for a plain
+      copy. Several ids, comma-separated, when the files of a directory backup name different keys.
+  returned: when O(mode=pull), or O(mode=push) of one backup
+  type: str
+  sample: 3f9a0c2d81b47e65
 manifest:
   description: The pulled backup's manifest.
   returned: when O(mode=pull)
@@ -488,7 +530,9 @@ error:
   description:
     - On failure, what kind of problem it is - V(bucket_missing), V(access_denied), V(no_credentials),
       V(endpoint_unreachable), V(tls), V(object_missing), V(checksum_mismatch), V(throttled), V(archived),
-      V(no_backup), V(conflict), V(local), V(invalid) or V(s3).
+      V(no_backup), V(conflict), V(local), V(invalid), V(s3), V(key_missing) (an encrypted copy, and not the
+      key that encrypted it) or V(not_authentic) (an encrypted object that does not authenticate - changed,
+      damaged, truncated, reordered or copied from another key).
   returned: failure
   type: str
   sample: checksum_mismatch

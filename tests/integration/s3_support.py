@@ -22,7 +22,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from backup_support import VENV_BIN, run_module
+from backup_support import VENV_BIN, conn_args, drop_db, load_shop, run_module
 from botocore.config import Config
 from helpers import LOOPBACK, free_port, http_request, stop_process, wait_for_http
 
@@ -245,6 +245,25 @@ class StoppingProxy:
 
     def close(self) -> None:
         self.stop()
+
+
+def shop_backups(cluster, directory: Path, db: str) -> Iterator[dict]:
+    """Body of a fixture: two real backups of a tiny shop database db, the default directory format and
+    the plan's .sql.gz, in directory; yields {dir, plain, directory} (names) and drops db at the end."""
+    load_shop(cluster, db, fidelity=False)
+    made = {}
+    for fmt, extra in (("plain", {"compression": "gzip"}), ("directory", {})):
+        result = run_module(
+            "postgresql_backup", conn_args(cluster, database=db, backup_dir=str(directory), format=fmt, **extra)
+        )
+        assert not result.get("failed"), result
+        made[fmt] = result["name"]
+    yield {"dir": directory, "plain": made["plain"], "directory": made["directory"]}
+    drop_db(cluster, db)
+
+
+def manifest_of(directory: Path, name: str) -> dict:
+    return json.loads((directory / f"{name}.manifest.json").read_text())
 
 
 def offsite(args: dict, check: bool = False, env: dict | None = None) -> dict:

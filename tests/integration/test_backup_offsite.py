@@ -8,7 +8,6 @@ Every fault test asserts the operator-facing message AND that nothing was lost o
 from __future__ import annotations
 
 import datetime
-import json
 import subprocess
 import threading
 from pathlib import Path
@@ -18,7 +17,6 @@ from backup_support import (
     conn_args,
     copy_backup,
     drop_db,
-    load_shop,
     module_argv,
     module_env,
     run_module,
@@ -27,11 +25,13 @@ from helpers import free_port
 from s3_support import (
     StoppingProxy,
     big_backup,
+    manifest_of,
     moto_servers,
     offsite,
     offsite_many,
     serve_moto,
     sha256_of,
+    shop_backups,
     tree_state,
 )
 
@@ -56,21 +56,7 @@ def moto_factory(tmp_path):
 @pytest.fixture(scope="module")
 def backups(pg_cluster, tmp_path_factory):
     """Two real backups of a tiny shop: the default directory format and the plan's .sql.gz."""
-    load_shop(pg_cluster, DB, fidelity=False)
-    src = tmp_path_factory.mktemp("off_backups")
-    made = {}
-    for fmt, extra in (("plain", {"compression": "gzip"}), ("directory", {})):
-        result = run_module(
-            "postgresql_backup", conn_args(pg_cluster, database=DB, backup_dir=str(src), format=fmt, **extra)
-        )
-        assert not result.get("failed"), result
-        made[fmt] = result["name"]
-    yield {"dir": src, "plain": made["plain"], "directory": made["directory"]}
-    drop_db(pg_cluster, DB)
-
-
-def manifest_of(directory: Path, name: str) -> dict:
-    return json.loads((directory / f"{name}.manifest.json").read_text())
+    yield from shop_backups(pg_cluster, tmp_path_factory.mktemp("off_backups"), DB)
 
 
 def backup_files(directory: Path) -> list[str]:

@@ -186,7 +186,7 @@ def test_offsite_a_newer_backup_signed_by_an_intruder_is_never_latest_nor_kept_f
     )
     pulled = offsite({**conn, "mode": "pull", "backup_dir": str(tmp_path / "pulled")})
     assert pulled["status"] == "pulled" and pulled["name"] == signed["name"], pulled
-    assert pulled["signed"] is True and pulled["key_id"] == signed["made"]["key_id"]
+    assert pulled["signed"] is True and pulled["signed_by"] == signed["made"]["key_id"]
     assert any(f"the newer offsite backup {evil['name']} is not valid" in w for w in pulled["warnings"])
     by_name = offsite({**conn, "mode": "pull", "backup_dir": str(tmp_path / "p2"), "backup": evil["name"]})
     assert by_name["failed"] and by_name["msg"].startswith(f"the offsite backup {evil['name']} is not valid"), by_name
