@@ -604,28 +604,53 @@ class RestoreEngine:
         """The restore's own checks on an existing database, changing nothing (tokotani.dr.postgresql_check).
 
         With a backup: every table of its manifest is there with the manifest's row count (the
-        manifest is checked first, its signature included). Then every assertion, read-only.
+        manifest is checked first, its signature included). Then every assertion, read-only. With
+        fail_on_problem false, every check runs whatever the others found, and the result says which
+        did not hold (``passed``, ``problems``) instead of raising.
         """
         self.psql = Psql(self.conn)
         self.server = server_info(self.psql)
         if not self._exists(self.database):
             raise PgError(f"the database {self.database} does not exist: nothing to check", failed_check="database")
+        report = not self.p.get("fail_on_problem", True)
+        problems = []
         entry = None
         tables = rows = None
         if self.p.get("backup"):
             entry = self.resolve()
             if not entry["valid"]:
-                raise PgError(
+                failure = PgError(
                     f"backup {entry['name']} is not valid: {'; '.join(entry['problems'])}. Nothing was checked.",
                     problems=entry["problems"],
                     failed_check="backup integrity",
                 )
-            if entry["kind"] == "managed":
+                if not report:
+                    raise failure
+                problems.append(failure.msg)
+            elif entry["kind"] == "managed":
                 self.verified.append(backup_keys.signature_line(entry, self.keys))
-                tables, rows = self._check(entry, self.database)
-        self._run_assertions(self.database)
+                try:
+                    tables, rows = self._check(entry, self.database)
+                except PgError as err:
+                    if not report:
+                        raise
+                    problems.append(err.msg)
+        if report:
+            for item in self.assertions:
+                problem = self._assertion_problem(item, self.database)
+                self.assertion_results.append(
+                    {"name": item["name"], "ok": problem is None, **({"problem": problem} if problem else {})}
+                )
+                if problem is None:
+                    self.verified.append(f"assertion '{item['name']}' holds")
+                else:
+                    problems.append(f"assertion '{item['name']}' failed: {problem}")
+        else:
+            self._run_assertions(self.database)
         return {
             "changed": False,
+            "passed": not problems,
+            "problems": problems,
             "database": self.database,
             "backup": catalog.public_entry(entry) if entry else None,
             "tables": tables,

@@ -13,7 +13,8 @@ description:
     O(backup_key)), then every table of the manifest must be there with exactly the manifest's row count. Table
     names from the manifest reach the server only as quoted identifiers.
   - Then every assertion of O(assertions), each as one cursor in its own session that is read-only at the server.
-  - Fails with the first check that does not hold, saying which (RV(failed_check)) and what was found.
+  - Fails with the first check that does not hold, saying which (RV(failed_check)) and what was found; with
+    O(fail_on_problem=false), runs them all and reports instead.
 author:
   - TokoTani DevOps Team (@tokotani)
 extends_documentation_fragment:
@@ -62,6 +63,13 @@ options:
         description: The query.
         type: str
         required: true
+  fail_on_problem:
+    description:
+      - V(true) - fail at the first check that does not hold.
+      - V(false) - run every check whatever the others found and report, without failing, which did not hold in
+        RV(passed) and RV(problems) (a checklist that must show every item). A missing database still fails.
+    type: bool
+    default: true
 seealso:
   - module: tokotani.dr.postgresql_restore
 """
@@ -90,6 +98,18 @@ backup:
     - The backup whose manifest was compared (see RV(tokotani.dr.backup_info#module:backups)); null without O(backup).
   returned: success
   type: dict
+passed:
+  description: Whether every check held (always V(true) when the module succeeds with O(fail_on_problem=true)).
+  returned: success
+  type: bool
+  sample: true
+problems:
+  description: What did not hold, one sentence each (with O(fail_on_problem=false)); empty when RV(passed).
+  returned: success
+  type: list
+  elements: str
+  sample:
+    - "assertion 'migrations applied' failed: returned false"
 tables:
   description: Tables compared with the manifest; null without O(backup).
   returned: success

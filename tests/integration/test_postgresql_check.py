@@ -104,3 +104,27 @@ def test_a_missing_database_is_a_plain_message(pg_cluster, live):
     result = check(pg_cluster, database="ck_nope", backup=live["manifest"])
     assert result["failed"] and result["msg"] == "the database ck_nope does not exist: nothing to check", result
     assert "ck_nope" not in databases(pg_cluster, "ck_")
+
+
+def test_a_report_runs_every_check_and_names_each_one_that_did_not_hold(pg_cluster, live):
+    pg_cluster.psql("INSERT INTO users (email, name) VALUES ('ck-report@example.com', 'late');", db=DB)
+    try:
+        result = check(
+            pg_cluster,
+            backup=live["manifest"],
+            backup_key=KEY,
+            fail_on_problem=False,
+            assertions=[
+                {"name": "false one", "sql": "SELECT false"},
+                {"name": "writer", "sql": "DELETE FROM order_items RETURNING true"},
+                {"name": "true one", "sql": "SELECT true"},
+            ],
+        )
+        assert not result.get("failed") and result["passed"] is False, result
+        assert result["problems"][0].startswith("row counts differ from the manifest: public.users has ")
+        assert result["problems"][1] == "assertion 'false one' failed: returned false"
+        assert result["problems"][2].startswith("assertion 'writer' failed: ")
+        assert [a["ok"] for a in result["assertions"]] == [False, False, True]
+        assert "assertion 'true one' holds" in result["verified"]
+    finally:
+        pg_cluster.psql("DELETE FROM users WHERE email = 'ck-report@example.com';", db=DB)
