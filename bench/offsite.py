@@ -18,7 +18,7 @@ Each run times, in fresh processes (Python start and boto3 import included on bo
         ours+enc the same from the encrypted copy: every chunk authenticated and decrypted first
         aws      aws s3 cp s3://... <file>
 
-and prints MB/s (10^6 bytes), wall seconds and peak RSS of each, the best of --runs, the ratio
+and prints MB/s (10^6 bytes), wall seconds, peak RSS and CPU seconds of each, the best of --runs, the ratio
 ours/aws, and what encryption costs (1 - MB/s with / MB/s without) against the targets: under
 15 % of push throughput, peak RSS under 150 MB. The backup key of the encrypted rows is a
 throwaway one, handed to the worker in TOKOTANI_BACKUP_KEY (never on a command line). Results
@@ -202,6 +202,7 @@ def timed(argv: list[str], env: dict | None = None) -> dict:
             "stdout": out.read().decode(errors="replace")[-20000:],
             "stderr": err.read().decode(errors="replace")[-2000:],
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
         }
 
 
@@ -355,6 +356,7 @@ def summarize(rows: dict, size: int, encryption: bool) -> tuple[dict, dict]:
             "all_seconds": [r["seconds"] for r in results],
             "median_seconds": statistics.median(r["seconds"] for r in results),
             "max_peak_rss_mb": max(r.get("peak_rss_mb") or 0 for r in results),
+            "median_cpu_seconds": statistics.median(r["cpu_seconds"] for r in results),
         }
     for direction in ("push", "pull"):
         plain, theirs = summary[f"{direction} ours"], summary[f"{direction} aws"]
@@ -364,6 +366,8 @@ def summarize(rows: dict, size: int, encryption: bool) -> tuple[dict, dict]:
             summary[f"{direction} encryption cost (MB/s)"] = round(1 - encrypted["mb_per_s"] / plain["mb_per_s"], 3)
             cost = 1 - plain["median_seconds"] / encrypted["median_seconds"]
             summary[f"{direction} encryption cost, medians (MB/s)"] = round(cost, 3)
+            extra_cpu = encrypted["median_cpu_seconds"] - plain["median_cpu_seconds"]
+            summary[f"{direction} encryption CPU seconds (medians)"] = round(extra_cpu, 2)
     targets = {}
     if encryption:
         targets = {
@@ -390,11 +394,12 @@ def print_table(report: dict) -> None:
     res = report["results"]
     print()
     print(f"offsite transfer of {report['bytes'] / 1e6:.1f} MB ({report['format']}) to {report['endpoint']}")
-    print(f"{'':16}{'MB/s':>10}{'seconds':>10}{'peak RSS MB':>14}")
+    print(f"{'':16}{'MB/s':>10}{'seconds':>10}{'peak RSS MB':>14}{'CPU s':>8}")
     for label in (label for label in LABELS if label in res):
         row = res[label]
         rss = "-" if row["peak_rss_mb"] is None else f"{row['peak_rss_mb']:.0f}"
-        print(f"{label:16}{row['mb_per_s']:>10.1f}{row['seconds']:>10.2f}{rss:>14}")
+        cpu = row.get("median_cpu_seconds")
+        print(f"{label:16}{row['mb_per_s']:>10.1f}{row['seconds']:>10.2f}{rss:>14}{cpu:>8.2f}")
     print(
         f"ours/aws MB/s: push {res['push ratio ours/aws (MB/s)']:.2f}x, pull {res['pull ratio ours/aws (MB/s)']:.2f}x"
     )
@@ -405,9 +410,14 @@ def print_table(report: dict) -> None:
             f"{res['push encryption cost, medians (MB/s)'] * 100:.1f} %, "
             f"{res['pull encryption cost, medians (MB/s)'] * 100:.1f} %)"
         )
+        print(
+            f"CPU seconds it adds (medians): push {res['push encryption CPU seconds (medians)']:.2f}, "
+            f"pull {res['pull encryption CPU seconds (medians)']:.2f}"
+        )
         for target, met in report.get("targets", {}).items():
             print(f"  target: {target}: {'met' if met else 'MISSED'}")
-    print("(ours: sha256 recomputed beside the push, and verified after the pull before the rename)")
+    print("(ours: sha256 recomputed beside the push, and verified after the pull before the rename;")
+    print(" MB/s, seconds and RSS of the best run, CPU s the median user+system seconds of the process)")
 
 
 def main() -> int:

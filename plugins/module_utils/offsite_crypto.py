@@ -33,6 +33,7 @@ python3-cryptography 38.0.4, ``AESGCM`` copies each chunk several times and runs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
@@ -63,7 +64,7 @@ TAG_SIZE = 16
 INDEX_BYTES = 11
 PURPOSE = b"offsite encryption"
 INFO = b"tokotani.dr offsite v1\0"
-SPARE_BUFFERS = 4
+SPARE_BUFFERS = 2
 METADATA = {"tokotani-encryption": FORMAT}
 _KEY_ID_RE = re.compile(rb"^[0-9a-f]{16}$")
 
@@ -235,8 +236,9 @@ class ObjectCipher:
         return index, position - self.cipher_offset(index), self.plain_length(index) + TAG_SIZE
 
     def buffer(self):
-        """A buffer that seal_into and unseal_into can fill with one chunk (update_into wants 15 bytes spare)."""
-        return bytearray(self.chunk + TAG_SIZE + 15)
+        """A buffer that seal_into and unseal_into can fill with any chunk of this object (update_into wants
+        15 bytes spare): a small file of a directory backup gets a small one."""
+        return bytearray(self.plain_length(0) + TAG_SIZE + 15)
 
     def seal_into(self, index, plaintext, out):
         """Chunk index (plaintext, bytes-like) sealed into out: a memoryview of its ciphertext and tag."""
@@ -335,7 +337,7 @@ class EncryptingReader(_ObjectPosition):
         self.cipher = cipher
         self.path = path
         self._position = 0
-        self._plain = bytearray(cipher.chunk)
+        self._plain = bytearray(cipher.plain_length(0))
         self._slots = [[None, cipher.buffer(), None], [None, cipher.buffer(), None]]  # index, buffer, sealed
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         size = os.fstat(self._fd).st_size
@@ -397,6 +399,7 @@ class EncryptingReader(_ObjectPosition):
             os.close(self._fd)
             self._fd = None
         self._slots = [[None, None, None], [None, None, None]]
+        self._plain = None
         self.closed = True
 
     def __enter__(self):
@@ -426,7 +429,9 @@ class DecryptingWriter(_ObjectPosition):
     chunk already opened is not written twice). At most the chunks being filled are held (1 MiB
     each, about one per part in flight). The first bytes must be the header the pull read first.
     ``finish()`` fails unless every chunk, the last included, arrived and authenticated; the file is
-    created (0600, O_EXCL) with the first chunk opened, inside the pull's ``.partial``.
+    created (0600, O_EXCL) with the first chunk opened, inside the pull's ``.partial``, and closed
+    with the last one, its buffers let go (a directory backup has a writer per file, all finished
+    together at the end). The pull fsyncs the whole ``.partial`` before its renames.
     """
 
     def __init__(self, cipher, path, where, mode=0o600, sink=None):
@@ -436,6 +441,7 @@ class DecryptingWriter(_ObjectPosition):
         self.mode = mode
         self._sink = sink
         self._fd = None
+        self._created = False
         self._position = 0
         self._lock = threading.Lock()
         self._reset_state()
@@ -444,7 +450,7 @@ class DecryptingWriter(_ObjectPosition):
         self._header_spans = []
         self._pending = {}
         self._spare = []
-        self._plain = self.cipher.buffer()
+        self._plain = None  # made with the first chunk: a directory backup has a writer per file, most idle
         self._opened = bytearray(self.cipher.chunks)
         self._left = self.cipher.chunks
 
@@ -503,12 +509,16 @@ class DecryptingWriter(_ObjectPosition):
                 return
             self._pending.pop(index, None)
             sealed = buffer
+        if self._plain is None:
+            self._plain = self.cipher.buffer()
         plain = self.cipher.unseal_into(index, sealed, self._plain, self.where)
         if sealed is not piece and len(self._spare) < SPARE_BUFFERS:
             self._spare.append(sealed)
         self._emit(index * self.cipher.chunk, plain)
         self._opened[index] = 1
         self._left -= 1
+        if not self._left:
+            self.close()  # every chunk is in
 
     def _buffer(self, length):
         """A buffer for one chunk: a spare one when it has the right length (no new pages to fault in)."""
@@ -523,6 +533,7 @@ class DecryptingWriter(_ObjectPosition):
         if self._fd is None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
             self._fd = os.open(self.path, flags, self.mode)
+            self._created = True
         view = plain
         while view:
             written = os.pwrite(self._fd, view, offset)
@@ -530,7 +541,7 @@ class DecryptingWriter(_ObjectPosition):
             offset += written
 
     def finish(self):
-        """Fail unless the whole object arrived and authenticated; fsync and close the plaintext."""
+        """Fail unless the whole object arrived and authenticated (the plaintext is then written and closed)."""
         with self._lock:
             if self._left or self._header_spans != [(0, HEADER_SIZE)]:
                 missing = next((i for i in range(self.cipher.chunks) if not self._opened[i]), None)
@@ -541,23 +552,27 @@ class DecryptingWriter(_ObjectPosition):
                     "pulled); nothing was kept. Pull an older backup (backup or before)",
                     where=self.where,
                 )
-            if self._fd is not None:
-                os.fsync(self._fd)
             self.close()
 
     def reset(self):
-        """Start over (the whole object is downloaded again)."""
+        """Start over (the whole object is downloaded again): what was written is removed."""
         with self._lock:
+            self.close()
+            if self._created:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.path)
+                self._created = False
             self._reset_state()
             self._position = 0
-            if self._fd is not None:
-                os.ftruncate(self._fd, 0)
 
     def close(self):
+        """Close the plaintext file and let go of every buffer (finish() calls it; so does the pull on failure)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
         self._pending = {}
+        self._spare = []
+        self._plain = None
 
     def __enter__(self):
         return self
