@@ -46,7 +46,7 @@ def test_a_signed_manifest_checks_with_the_key_that_signed_it_and_conforms_to_th
     assert signed["signature"]["algorithm"] == "HMAC-SHA256"
     assert signed["signature"]["key_id"] == keys.current.id
     assert keys.check(signed, "backup x") == ("signed", [])
-    assert schema_problems(signed) == [] or all("signature" not in p for p in schema_problems(signed))
+    assert [p for p in schema_problems(signed) if "signature" in p] == []
 
 
 def test_the_signature_survives_a_json_round_trip_and_key_order():
