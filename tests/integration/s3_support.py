@@ -262,6 +262,19 @@ def shop_backups(cluster, directory: Path, db: str) -> Iterator[dict]:
     drop_db(cluster, db)
 
 
+def restores(cluster, backup: str, source_db: str, target_db: str) -> None:
+    """A pulled backup restores (postgresql_restore mode into) with the source's products; target_db is dropped."""
+    restored = run_module(
+        "postgresql_restore", conn_args(cluster, database=target_db, backup=backup, mode="into", confirm=True)
+    )
+    try:
+        assert not restored.get("failed"), restored
+        count = cluster.psql("SELECT count(*) FROM public.products;", db=target_db).strip()
+        assert count == cluster.psql("SELECT count(*) FROM public.products;", db=source_db).strip()
+    finally:
+        drop_db(cluster, target_db)
+
+
 def manifest_of(directory: Path, name: str) -> dict:
     return json.loads((directory / f"{name}.manifest.json").read_text())
 

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 from backup_support import (
-    conn_args,
     copy_backup,
-    drop_db,
     module_argv,
     module_env,
     run_module,
@@ -29,6 +27,7 @@ from s3_support import (
     moto_servers,
     offsite,
     offsite_many,
+    restores,
     serve_moto,
     sha256_of,
     shop_backups,
@@ -136,16 +135,7 @@ def test_push_list_pull_restore_round_trip(pg_cluster, moto, backups, tmp_path):
     assert sha256_of(dest / plain["data"]) == plain["sha256"]
 
     # Restore latest offsite backup = pull, then postgresql_restore of the pulled path.
-    restored = run_module(
-        "postgresql_restore",
-        conn_args(pg_cluster, database="off_restored", backup=pulled["path"], mode="into", confirm=True),
-    )
-    try:
-        assert not restored.get("failed"), restored
-        count = pg_cluster.psql("SELECT count(*) FROM public.products;", db="off_restored").strip()
-        assert count == pg_cluster.psql("SELECT count(*) FROM public.products;", db=DB).strip()
-    finally:
-        drop_db(pg_cluster, "off_restored")
+    restores(pg_cluster, pulled["path"], DB, "off_restored")
     assert tree_state(src) == untouched
 
 

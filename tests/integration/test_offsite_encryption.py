@@ -14,8 +14,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from backup_support import ROOT, conn_args, drop_db, run_module
-from s3_support import big_backup, manifest_of, offsite, serve_moto, sha256_of, shop_backups, tree_state
+from backup_support import ROOT, run_module
+from s3_support import (
+    big_backup,
+    manifest_of,
+    offsite,
+    restores,
+    serve_moto,
+    sha256_of,
+    shop_backups,
+    tree_state,
+)
 
 sys.path.insert(0, str(ROOT / ".collections"))
 
@@ -158,16 +167,7 @@ def test_push_encrypts_every_data_object_and_pull_restores_them(pg_cluster, moto
         [(plain["name"], True, True), (directory["name"], True, True)]
     ), info
 
-    restored = run_module(
-        "postgresql_restore",
-        conn_args(pg_cluster, database="enc_restored", backup=str(dest / directory["data"]), mode="into", confirm=True),
-    )
-    try:
-        assert not restored.get("failed"), restored
-        count = pg_cluster.psql("SELECT count(*) FROM public.products;", db="enc_restored").strip()
-        assert count == pg_cluster.psql("SELECT count(*) FROM public.products;", db=DB).strip()
-    finally:
-        drop_db(pg_cluster, "enc_restored")
+    restores(pg_cluster, str(dest / directory["data"]), DB, "enc_restored")
     assert tree_state(src) == untouched
 
 
