@@ -925,7 +925,7 @@ def upload_extra(opts, sha256, name, database, backup_key=None):
     return extra
 
 
-def local_sources(opts):
+def local_sources(opts, keys):
     """The local catalog entries a push means: latest (default), all, or a name/path."""
     wanted = opts.get("backup") or "latest"
     directory = opts.get("backup_dir")
@@ -935,7 +935,6 @@ def local_sources(opts):
         raise OffsiteError("invalid", "push needs backup_dir (or backup as an absolute path)")
     if not os.path.isdir(directory):
         raise OffsiteError("local", f"backup_dir {directory} does not exist (or is not a directory)")
-    keys = backup_keys.keyring(opts)
     entries = catalog.scan(directory, database=opts.get("database"), include_legacy=True, keys=keys)["backups"]
     what = f" of database {opts['database']}" if opts.get("database") else ""
     if wanted == "latest":
@@ -996,8 +995,9 @@ def _verify_local(entry, outcome):
 def push(opts, check_mode=False, store=None):
     """Push local backups (data first, manifest last). Returns the module result."""
     started = time.monotonic()
-    sources = local_sources(opts)
-    backup_key = encryption_key(opts)
+    keys = backup_keys.keyring(opts)
+    sources = local_sources(opts, keys)
+    backup_key = encryption_key(keys, opts)
     store = store or Store(opts)
     store.check_bucket()
     entries, _incomplete, objects = store.catalog()
@@ -1193,9 +1193,8 @@ def _forget(store, keys):
 # --------------------------------------------------------------------------- client-side encryption
 
 
-def encryption_key(opts):
-    """The BackupKey a push encrypts with (the current key), or None: no backup_key, or client_encryption=false."""
-    ring = backup_keys.keyring(opts)
+def encryption_key(ring, opts):
+    """The BackupKey a push encrypts with (ring's current key), or None: no backup_key, or client_encryption=false."""
     if ring is None or not opts.get("client_encryption", True):
         return None
     with encryption_errors():
@@ -1280,7 +1279,7 @@ def copy_key_id(store, entry):
         return None
 
 
-def pull_ciphers(store, opts, entry):
+def pull_ciphers(store, entry):
     """rel ('' for a single file) -> ObjectCipher of each object of an encrypted copy; None for a plain copy.
 
     Reads every object's header first, so that a missing key, an unknown key id or a damaged header
@@ -1290,7 +1289,7 @@ def pull_ciphers(store, opts, entry):
         return None
     doc = entry["manifest"]
     _manifest_key, data_key, files = key_layout(store.prefix, doc)
-    ring = backup_keys.keyring(opts)
+    ring = store.keys
     keys = files if doc["format"] == "directory" else {"": data_key}
     headers = read_headers(store, keys.values())
     ciphers = {}
@@ -1375,7 +1374,7 @@ def pull(opts, check_mode=False, store=None):
                 f"manifest says {doc['sha256']}: the offsite copy was replaced or damaged; nothing was downloaded",
                 key=data_key,
             )
-    ciphers = pull_ciphers(store, opts, entry)
+    ciphers = pull_ciphers(store, entry)
     result["key_id"] = _key_ids(ciphers)
     if check_mode:
         result.update(status="would_pull", changed=True)
