@@ -4,7 +4,12 @@
     .venv/bin/python bench/offsite.py --file /srv/backups/backup_2026-01-05_02-00-00.dir
     .venv/bin/python bench/offsite.py --file big.sql.gz --endpoint http://127.0.0.1:5000 --bucket bench
 
-Without --endpoint a moto server (a real S3 API over HTTP) is started on a random loopback port.
+Without --endpoint a moto server (a real S3 API) is started on a random loopback port, over HTTPS
+with a certificate made for the run (--transport https, the default: what a real endpoint speaks)
+or over plain HTTP (--transport http). The transport changes what botocore does with each part:
+over HTTPS the CRC32 goes in a trailer and the payload is not hashed for SigV4, so every part is
+read once, as it is sent; over plain HTTP botocore reads each part three times (CRC32 header,
+SigV4 payload hash, send), and an encrypted push seals each chunk three times.
 A backup made by postgresql_backup (its manifest beside it) is pushed as it is; any other file
 (or directory) is wrapped into a backup with a manifest first (not timed).
 
@@ -38,6 +43,7 @@ import platform
 import secrets
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -72,26 +78,63 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@contextlib.contextmanager
-def moto_server(workdir: Path):
-    """A moto server on a random loopback port; yields its URL."""
-    port = free_port()
-    logfile = (workdir / "moto.log").open("wb")
-    proc = subprocess.Popen(
-        [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)], stdout=logfile, stderr=subprocess.STDOUT
+def loopback_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made for this run (cert, key): the CA bundle is the cert itself."""
+    import ipaddress  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415 - only the parent needs it
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tokotani bench moto server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(LOOPBACK))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
     )
-    url = f"http://{LOOPBACK}:{port}"
+    cert_path, key_path = workdir / "moto-cert.pem", workdir / "moto-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+@contextlib.contextmanager
+def moto_server(workdir: Path, transport: str = "https"):
+    """A moto server on a random loopback port; yields (its URL, the CA bundle to trust or None)."""
+    port = free_port()
+    argv = [str(VENV_BIN / "moto_server"), "-H", LOOPBACK, "-p", str(port)]
+    ca_bundle, context = None, None
+    if transport == "https":
+        ca_bundle, key_path = loopback_certificate(workdir)
+        argv += ["-c", str(ca_bundle), "-k", str(key_path)]
+        context = ssl.create_default_context(cafile=str(ca_bundle))
+    logfile = (workdir / "moto.log").open("wb")
+    proc = subprocess.Popen(argv, stdout=logfile, stderr=subprocess.STDOUT)
+    url = f"{transport}://{LOOPBACK}:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(url + "/", timeout=2):  # noqa: S310 - loopback
+                with urllib.request.urlopen(url + "/", timeout=2, context=context):  # noqa: S310 - loopback
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"moto_server did not start; see {workdir / 'moto.log'}") from None
                 time.sleep(0.2)
-        yield url
+        yield url, ca_bundle
     finally:
         proc.terminate()
         try:
@@ -101,12 +144,13 @@ def moto_server(workdir: Path):
         logfile.close()
 
 
-def s3_client(endpoint: str):
+def s3_client(endpoint: str, ca_bundle: Path | None = None):
     import boto3  # noqa: PLC0415 - only the parent needs it
 
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
+        verify=str(ca_bundle) if ca_bundle else None,
         region_name=REGION,
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
@@ -223,8 +267,10 @@ def worker(mode: str, opts: dict) -> None:
     print(json.dumps(result, default=str))
 
 
-def aws_env(endpoint: str) -> dict:
+def aws_env(ca_bundle: Path | None = None) -> dict:
     env = dict(os.environ)
+    if ca_bundle:
+        env["AWS_CA_BUNDLE"] = str(ca_bundle)
     env.update(
         AWS_ACCESS_KEY_ID=env.get("AWS_ACCESS_KEY_ID", ACCESS_KEY),
         AWS_SECRET_ACCESS_KEY=env.get("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
@@ -247,26 +293,28 @@ def run_offsite_bench(
     chunk_mb: int = 16,
     workdir: Path | None = None,
     encryption: bool = True,
+    transport: str = "https",
 ) -> dict:
     """Push and pull source with the engine and with `aws s3 cp`; returns the results (also for bench/run.py)."""
     own_tmp = workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="tokotani-offsite-bench-")) if own_tmp else workdir
     try:
         with contextlib.ExitStack() as stack:
+            ca_bundle = None
             if endpoint is None:
-                endpoint = stack.enter_context(moto_server(workdir))
+                endpoint, ca_bundle = stack.enter_context(moto_server(workdir, transport))
                 log(f"moto server at {endpoint}")
             bucket = bucket or "tokotani-bench"
-            client = s3_client(endpoint)
+            client = s3_client(endpoint, ca_bundle)
             with contextlib.suppress(Exception):
                 client.create_bucket(Bucket=bucket)
-            return _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client, encryption)
+            return _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client, encryption, ca_bundle)
     finally:
         if own_tmp:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client, encryption):  # noqa: PLR0917
+def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, client, encryption, ca_bundle):  # noqa: PLR0917
     backup_dir, name = as_backup(source, workdir)
     manifest = json.loads((backup_dir / f"{name}.manifest.json").read_text())
     data = backup_dir / manifest["data"]
@@ -283,7 +331,9 @@ def _bench(source, endpoint, bucket, runs, concurrency, chunk_mb, workdir, clien
         "multipart_threshold": chunk_mb * 1024 * 1024,
         "multipart_chunksize": chunk_mb * 1024 * 1024,
     }
-    env = aws_env(endpoint)
+    if ca_bundle:
+        opts["ca_bundle"] = str(ca_bundle)
+    env = aws_env(ca_bundle)
     aws = [str(VENV_BIN / "aws"), "--endpoint-url", endpoint, "--only-show-errors", "s3", "cp"]
     if is_dir:
         aws.append("--recursive")
@@ -426,6 +476,9 @@ def main() -> int:
     what.add_argument("--file", type=Path, help="a backup (file or .dir, with or without manifest) or any file")
     what.add_argument("--size-mb", type=int, default=200, help="size of the random file when no --file (200)")
     parser.add_argument("--endpoint", help="S3 endpoint URL (default: start a moto server)")
+    parser.add_argument(
+        "--transport", choices=["https", "http"], default="https", help="the moto server's transport (https)"
+    )
     parser.add_argument("--bucket", help="bucket (created when missing; default tokotani-bench)")
     parser.add_argument("--runs", type=int, default=1, help="runs; the best of each is reported (1)")
     parser.add_argument("--concurrency", type=int, default=8, help="our concurrency (8)")
@@ -454,6 +507,7 @@ def main() -> int:
             chunk_mb=args.chunk_mb,
             workdir=workdir,
             encryption=not args.no_encryption,
+            transport=args.transport,
         )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
