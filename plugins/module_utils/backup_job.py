@@ -181,10 +181,15 @@ def _offsite(params, name, check_mode, log):
     return details, caught_up_error
 
 
-def run(config, log=None, check_mode=False):
-    """One backup run (see the module docstring). Raises specs.SpecError, PgError or CatalogError."""
+def run(config, log=None, check_mode=False, environ=None, via=None):
+    """One backup run (see the module docstring). Raises specs.SpecError, PgError or CatalogError.
+
+    ``environ`` replaces ``os.environ`` for the options' environment fallbacks (the secrets); ``via`` is
+    unused here (the manifest's ``label`` says which front door took the backup).
+    """
+    del via
     log = log or (lambda msg: None)
-    params, offsite_params = resolve_config(config, log=log)
+    params, offsite_params = resolve_config(config, environ=environ, log=log)
     where = params["backup_dir"]
     log(f"backing up database {params['database']} into {where}{' (check mode)' if check_mode else ''}")
     result = pg_backup.backup(params, check_mode=check_mode, log=log)

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The host-side runner behind the backup roles' systemd timers: ``tokotani-dr <job> --config FILE``.
 
-DESIGN.md section 2: one engine, several front doors. The modules are one door; this runner is
+One engine, several front doors (docs/development.md). The modules are one door; this runner is
 the other, for the timers that must keep working when the controller and AWX are down. It runs
 on the host with the collection's module_utils copied beside it and no Ansible installed, and
 calls the same engines as the modules (``backup_job`` and ``verify_job`` chain them).
@@ -98,11 +98,16 @@ def write_status(path, doc):
     os.chmod(path, 0o644)
 
 
-def run_job(job, config, log, check_mode=False):
-    """Import and run a job; errors become a failed result with their message."""
+def run_job(job, config, log, *, check_mode=False, environ=None, via=None):
+    """Import and run a job; errors become a failed result with their message.
+
+    ``environ`` replaces ``os.environ`` for the options' environment fallbacks (the module ``dr_job``
+    passes its secrets that way, as systemd's EnvironmentFile does for the timers); ``via`` names the
+    front door in what the job records (null: the timer).
+    """
     try:
         module = importlib.import_module(JOBS[job])
-        result = module.run(config, log=log, check_mode=check_mode)
+        result = module.run(config, log=log, check_mode=check_mode, environ=environ, via=via)
     except SpecError as err:  # the configuration: exit 2, nothing was done
         result = {"msg": f"invalid configuration: {err}", "error": "config", "failed": True}
     except Exception as err:  # every failure must reach the journal and the status file
@@ -113,6 +118,30 @@ def run_job(job, config, log, check_mode=False):
         result["failed"] = True
     result.setdefault("failed", False)
     result.setdefault("msg", "done")
+    return result
+
+
+def execute(job, config, log, *, check_mode=False, environ=None, via=None):
+    """One run of a job as the timers and the module ``dr_job`` make it: the result, with the status file written.
+
+    ``config`` is the job's configuration as the role's template writes it (its ``status_file`` is taken out);
+    a status file that cannot be written fails the run (monitoring reads it).
+    """
+    config = dict(config)
+    status_file = config.pop("status_file", None)
+    started = catalog.utcnow()
+    clock = time.monotonic()
+    result = run_job(job, config, log, check_mode=check_mode, environ=environ, via=via)
+    finished = catalog.utcnow()
+    result["duration"] = round(time.monotonic() - clock, 3)
+    if not check_mode:
+        try:
+            previous = read_status(status_file or "")
+            write_status(status_file, status_document(job, result, started, finished, previous))
+        except OSError as err:
+            log(f"cannot write the status file {status_file}: {err.strerror}")
+            result["failed"] = True
+            result["msg"] += f"; and the status file {status_file} could not be written: {err.strerror}"
     return result
 
 
@@ -129,20 +158,8 @@ def main(argv=None, stdout=None, stderr=None):
     except ValueError as err:
         log(f"FAILED: {err}")
         return EXIT_USAGE
-    status_file = config.pop("status_file", None)
-    started = catalog.utcnow()
-    clock = time.monotonic()
     log(f"started ({'check mode' if args.check else 'config ' + args.config})")
-    result = run_job(args.job, config, log, check_mode=args.check)
-    finished = catalog.utcnow()
-    result["duration"] = round(time.monotonic() - clock, 3)
-    if not args.check:
-        try:
-            previous = read_status(status_file or "")
-            write_status(status_file, status_document(args.job, result, started, finished, previous))
-        except OSError as err:
-            log(f"cannot write the status file {status_file}: {err.strerror}")
-            result["failed"] = True
+    result = execute(args.job, config, log, check_mode=args.check)
     json.dump(result, stdout, sort_keys=True, default=str)
     stdout.write("\n")
     if result["failed"]:

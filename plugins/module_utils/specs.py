@@ -117,6 +117,41 @@ def key_argument_spec():
     }
 
 
+# The secrets of a runner job and the environment variables they reach it by (systemd's EnvironmentFile for
+# the timers, the module dr_job's no_log options for a playbook): the jobs' configuration never holds them.
+JOB_SECRETS = {
+    "backup_key": ENV_KEY,
+    "backup_previous_keys": ENV_PREVIOUS_KEYS,
+    "login_password": "PGPASSWORD",
+    "access_key": "AWS_ACCESS_KEY_ID",
+    "secret_key": "AWS_SECRET_ACCESS_KEY",
+    "session_token": "AWS_SESSION_TOKEN",
+}
+
+
+def job_argument_spec():
+    """The options of the module dr_job: the job, its configuration, and its secrets (no_log, none in the config)."""
+    secrets = {**key_argument_spec(), **postgres_argument_spec(), **s3_argument_spec()}
+    spec = {name: dict(secrets[name]) for name in JOB_SECRETS}
+    spec["backup_previous_keys"].pop("default")
+    spec["access_key"]["no_log"] = True
+    return dict(
+        spec,
+        job={"type": "str", "required": True, "choices": ["backup", "verify"]},
+        config={"type": "dict", "required": True},
+    )
+
+
+def job_environ(params, base):
+    """``base`` (the environment) with the secrets given in ``params`` set as the jobs read them."""
+    environ = dict(base)
+    for name, variable in JOB_SECRETS.items():
+        value = params.get(name)
+        if value:
+            environ[variable] = ",".join(value) if isinstance(value, list) else value
+    return environ
+
+
 def backup_argument_spec():
     """tokotani.dr.postgresql_backup."""
     spec = postgres_argument_spec()

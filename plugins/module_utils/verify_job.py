@@ -291,6 +291,8 @@ def _document(plan, entry, *, outcome, failure, scratch, started, clock):
         "timings": outcome.get("timings"),
         "host": os.uname()[1],
     }
+    if plan.get("via"):
+        doc["via"] = plan["via"]
     if failure:
         what = f"backup {entry['name']} of {database}" if entry else f"the backups of {database}"
         doc["msg"] = f"verification of {what} FAILED (check: {failure.check}): {failure.msg}"
@@ -303,10 +305,15 @@ def _document(plan, entry, *, outcome, failure, scratch, started, clock):
     return doc
 
 
-def run(config, log=None, check_mode=False):
-    """One verification run (see the module docstring). Raises specs.SpecError for a bad configuration."""
+def run(config, log=None, check_mode=False, environ=None, via=None):
+    """One verification run (see the module docstring). Raises specs.SpecError for a bad configuration.
+
+    ``environ`` replaces ``os.environ`` for the options' environment fallbacks (the secrets); ``via``, when
+    given, is recorded (``playbook`` for the module ``dr_job``; the timer records none).
+    """
     log = log or (lambda msg: None)
-    plan = resolve_config(config, log=log)
+    plan = resolve_config(config, environ=environ, log=log)
+    plan["via"] = via
     started = catalog.utcnow()
     clock = time.monotonic()
     scratch = leftovers.derived_name(plan["scratch"], "_" + leftovers.stamp(started))

@@ -51,8 +51,7 @@ def launcher(tmp_path_factory) -> Path:
     target = lib / "ansible_collections" / "tokotani" / "dr" / "plugins" / "module_utils"
     target.mkdir(parents=True)
     for name in role_vars["__backup_runner_modules"]:
-        if (UTILS / name).is_file():
-            shutil.copy2(UTILS / name, target / name)
+        shutil.copy2(UTILS / name, target / name)
     lines = (ROLE / "templates" / "tokotani-dr.j2").read_text().splitlines(keepends=True)
     assert lines[0] == "{{ '#!' }}{{ __backup_runner_python }} -I\n", lines[0]
     text = "".join(line for line in lines[1:] if not line.startswith("{#"))

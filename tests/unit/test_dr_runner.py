@@ -78,8 +78,8 @@ def fake_job(monkeypatch):
     module = types.ModuleType(FAKE_JOB)
     behaviour = {"run": lambda config, log, check_mode: {"msg": "done", "summary": {"size": 7}}, "calls": []}
 
-    def run(config, log=None, check_mode=False):
-        behaviour["calls"].append({"config": config, "check_mode": check_mode})
+    def run(config, log=None, check_mode=False, environ=None, via=None):
+        behaviour["calls"].append({"config": config, "check_mode": check_mode, "environ": environ, "via": via})
         log("working")
         return behaviour["run"](config, log, check_mode)
 
@@ -118,7 +118,9 @@ def test_success_exits_0_prints_the_result_and_writes_the_status(fake_job, tmp_p
     assert result["msg"] == "done"
     assert result["duration"] >= 0
     # The job gets the configuration without the runner's own key.
-    assert fake_job["calls"] == [{"config": {"backup": {"database": "d"}}, "check_mode": False}]
+    assert fake_job["calls"] == [
+        {"config": {"backup": {"database": "d"}}, "check_mode": False, "environ": None, "via": None}
+    ]
     doc = status_of(tmp_path)
     assert doc["last_run"]["ok"] is True
     assert doc["last_success"]["summary"] == {"size": 7}

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / ".collections"))
 
-from ansible_collections.tokotani.dr.plugins.module_utils import specs  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner, specs  # noqa: E402
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import SpecError, resolve, size_to_bytes  # noqa: E402
 
 MIB = 1024 * 1024
@@ -222,3 +222,36 @@ def test_size_to_bytes_agrees_with_ansible():
     formatters = pytest.importorskip("ansible.module_utils.common.text.formatters")
     for text in ("16MB", "8MB", "1KB", "3GB", "5M"):
         assert size_to_bytes(text) == formatters.human_to_bytes(text), text
+
+
+# --------------------------------------------------------------------------- dr_job's secrets
+
+
+def test_the_job_module_takes_every_secret_as_no_log_and_none_in_the_config():
+    spec = specs.job_argument_spec()
+    assert set(spec) == {"job", "config", *specs.JOB_SECRETS}
+    assert all(spec[name]["no_log"] for name in specs.JOB_SECRETS)
+    assert spec["job"]["choices"] == sorted(dr_runner.JOBS)
+
+
+def test_job_secrets_reach_the_job_as_the_environment_file_gives_them():
+    base = {"PATH": "/usr/bin", "AWS_SECRET_ACCESS_KEY": "from-the-host"}
+    params = {
+        "backup_key": "k" * 32,
+        "backup_previous_keys": ["a" * 32, "b" * 32],
+        "login_password": None,
+        "access_key": "AK",
+        "secret_key": "SK",
+        "session_token": "",
+    }
+    environ = specs.job_environ(params, base)
+    assert environ == {
+        "PATH": "/usr/bin",
+        "TOKOTANI_BACKUP_KEY": "k" * 32,
+        "TOKOTANI_BACKUP_PREVIOUS_KEYS": f"{'a' * 32},{'b' * 32}",
+        "AWS_ACCESS_KEY_ID": "AK",
+        "AWS_SECRET_ACCESS_KEY": "SK",
+    }
+    assert base["AWS_SECRET_ACCESS_KEY"] == "from-the-host"  # the base is not changed
+    resolved = specs.resolve(specs.key_argument_spec(), {}, environ)
+    assert resolved["backup_previous_keys"] == ["a" * 32, "b" * 32]
