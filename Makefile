@@ -77,7 +77,7 @@ sandbox-down: venv
 	@$(ENSURE) docker
 	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
 
-# Until the drill role lands, the drill brings the sandbox up and reports its health.
+# The DR drill (scripts/drill.sh): the venv, the image, the sandbox, then playbooks/dr_drill.yml and its report.
 drill:
 	@SCALE=$(SCALE) scripts/drill.sh
 

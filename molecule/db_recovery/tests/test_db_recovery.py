@@ -1,4 +1,4 @@
-"""Testinfra checks after side_effect.yml broke and recovered the database five ways."""
+"""Testinfra checks after side_effect.yml broke and recovered the database eight ways."""
 
 import json
 import os
