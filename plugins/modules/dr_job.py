@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # Copyright: (c) 2026, TokoTani DevOps Team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Engine: plugins/module_utils/dr_runner.py (execute), backup_job.py, verify_job.py - the jobs of the systemd timers.
 
 DOCUMENTATION = r"""
 module: dr_job

@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # Copyright: (c) 2026, TokoTani DevOps Team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Engine: plugins/module_utils/drill_report.py (compute, render_table, write_reports).
 
 DOCUMENTATION = r"""
 module: drill_report
