@@ -19,7 +19,6 @@ does anything).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -27,12 +26,10 @@ import time
 import traceback
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_job, verify_job
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import SpecError
 
-JOBS = {
-    "backup": "ansible_collections.tokotani.dr.plugins.module_utils.backup_job",
-    "verify": "ansible_collections.tokotani.dr.plugins.module_utils.verify_job",
-}
+JOBS = {"backup": backup_job, "verify": verify_job}
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -106,8 +103,7 @@ def run_job(job, config, log, *, check_mode=False, environ=None, via=None):
     front door in what the job records (null: the timer).
     """
     try:
-        module = importlib.import_module(JOBS[job])
-        result = module.run(config, log=log, check_mode=check_mode, environ=environ, via=via)
+        result = JOBS[job].run(config, log=log, check_mode=check_mode, environ=environ, via=via)
     except SpecError as err:  # the configuration: exit 2, nothing was done
         result = {"msg": f"invalid configuration: {err}", "error": "config", "failed": True}
     except Exception as err:  # every failure must reach the journal and the status file

@@ -149,9 +149,7 @@ record:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-
-# backup_job and verify_job: dr_runner imports its jobs by name, these imports put them into the module's payload.
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_job, dr_runner, verify_job  # noqa: F401
+from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import job_argument_spec, job_environ
 
 

@@ -84,8 +84,7 @@ def fake_job(monkeypatch):
         return behaviour["run"](config, log, check_mode)
 
     module.run = run
-    monkeypatch.setitem(sys.modules, FAKE_JOB, module)
-    monkeypatch.setitem(dr_runner.JOBS, "backup", FAKE_JOB)
+    monkeypatch.setitem(dr_runner.JOBS, "backup", module)
     return behaviour
 
 
