@@ -31,6 +31,7 @@ from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, lo
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import is_relpath, schema_problems
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import properties_problems
+from ansible_collections.tokotani.dr.plugins.module_utils.text import human_duration
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -140,20 +141,6 @@ def parse_duration(value):
     if not parts or "".join(n + u for n, u in parts) != text:
         raise CatalogError(f"cannot read the duration {value!r}: use seconds or a form such as 90m, 26h, 2d, 1w")
     return float(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
-
-
-def human_duration(seconds):
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
 
 
 # --------------------------------------------------------------------------- names

@@ -75,6 +75,8 @@ import re
 import tempfile
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.text import drop_point_zero
+from ansible_collections.tokotani.dr.plugins.module_utils.text import human_duration as _human_duration
 
 SCHEMA_VERSION = 1
 REPORT_KIND = "tokotani.dr.drill_report"
@@ -167,32 +169,16 @@ class DrillReportError(DrError):
 # --------------------------------------------------------------------------- formatting helpers
 
 
-def _trim(text):
-    return text[:-2] if text.endswith(".0") else text
-
-
 def human_duration(seconds):
-    """48 s, 4.2 s, 2.5 min, 30 min, 24 h, 3 d; '-' for None."""
-    if seconds is None:
-        return "-"
-    if seconds < 0:
-        return "-" + human_duration(-seconds)
-    if seconds < 10:
-        return _trim(f"{seconds:.1f}") + " s"
-    if seconds < 100:
-        return f"{round(seconds)} s"
-    # (below, unit seconds, unit): 100 s to 100 min in minutes, then hours up to 48 h, then days.
-    for below, unit_seconds, unit in ((6000, 60, "min"), (172800, 3600, "h"), (math.inf, 86400, "d")):
-        if seconds < below:
-            return _trim(f"{seconds / unit_seconds:.1f}") + " " + unit
-    return "-"  # not reached: the last row has no upper bound
+    """48 s, 4.2 s, 2.5 min, 30 min, 24 h, 3 d; '-' for None (text.human_duration's report style)."""
+    return _human_duration(seconds, style="report")
 
 
 def seconds_text(seconds):
     """Seconds with at most one decimal: 15.2 s, 48 s; '-' for None."""
     if seconds is None:
         return "-"
-    return _trim(f"{seconds:.1f}") + " s"
+    return drop_point_zero(f"{seconds:.1f}") + " s"
 
 
 def epoch_iso(value):
@@ -1172,7 +1158,7 @@ def _nice_step(span, target=6):
 
 
 def _fmt_num(value):
-    return _trim(f"{value:.1f}") if value != int(value) else str(int(value))
+    return drop_point_zero(f"{value:.1f}") if value != int(value) else str(int(value))
 
 
 class _Chart:

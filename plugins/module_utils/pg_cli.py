@@ -21,11 +21,11 @@ from collections import deque
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import DATABASE_PRIVILEGES
+from ansible_collections.tokotani.dr.plugins.module_utils.text import excerpt
 
 TOOL_NAME = "tokotani.dr"
 TOOL_VERSION = "0.1.0"
 APPLICATION_NAME = "tokotani.dr"
-STDERR_EXCERPT_LINES = 25
 STDERR_KEEP_LINES = 400
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -33,14 +33,6 @@ _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 class PgError(DrError):
     """A PostgreSQL failure an operator can act on (the message, and the command, rc and stderr behind it)."""
-
-
-def excerpt(text, lines=STDERR_EXCERPT_LINES):
-    """The last lines of a tool's stderr, without the noise of empty lines."""
-    if not text:
-        return ""
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
 
 
 def quote_ident(name):
