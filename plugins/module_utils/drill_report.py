@@ -65,15 +65,14 @@ objective that is set was measured and met. The drill passes when it has scenari
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import html
 import json
 import math
 import os
 import re
-import tempfile
 
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.text import drop_point_zero
 from ansible_collections.tokotani.dr.plugins.module_utils.text import human_duration as _human_duration
@@ -1506,30 +1505,6 @@ def _read_text(path):
         return None
 
 
-def _write_atomic(path, content):
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, FILE_MODE)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _is_newest(report, dest):
     """Whether this report is at least as new as the one latest.json holds (by started_at)."""
     text = _read_text(os.path.join(dest, LATEST_STEM + FORMATS["json"]))
@@ -1586,11 +1561,11 @@ def write_reports(report, dest, formats=None, stem=None, check_mode=False):
             written.append(path)
             if not check_mode:
                 try:
-                    _write_atomic(path, content)
+                    catalog.write_atomic(path, content, FILE_MODE, unique=True, sync_dir=False)
                 except OSError as err:
                     raise DrillReportError(
                         f"cannot write the report {path}: {err.strerror}", dest=dest, written=written[:-1]
                     ) from err
     if written and not check_mode:
-        _fsync_dir(dest)
+        catalog.fsync_path(dest)
     return {"files": files, "latest": latest, "written": written, "changed": bool(written) or created}
