@@ -226,24 +226,6 @@ def child_argv(argv):
     return [path, "--pdeathsig", "KILL", "--", *argv] if path else list(argv)
 
 
-def stop_process(proc, timeout=5):
-    """Stop a child: SIGTERM (pg_restore then stops its workers), SIGKILL after timeout seconds.
-
-    Returns True when it was still running.
-    """
-    if proc is None or proc.poll() is not None:
-        return False
-    try:
-        proc.terminate()
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except OSError:
-        pass
-    return True
-
-
 # --------------------------------------------------------------------------- work directories
 
 
