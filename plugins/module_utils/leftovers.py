@@ -309,6 +309,15 @@ def _verdict(kind, path, *, stale, reason, holders):
 # --------------------------------------------------------------------------- keep_previous
 
 
+def keep_previous_settings(params):
+    """(keep_previous, keep_previous_days) of a backup's or restore's params; raises PgError when negative."""
+    keep = int(params.get("keep_previous", KEEP_PREVIOUS))
+    keep_days = int(params.get("keep_previous_days", KEEP_PREVIOUS_DAYS))
+    if keep < 0 or keep_days < 0:
+        raise PgError("keep_previous and keep_previous_days cannot be negative")
+    return keep, keep_days
+
+
 def plan_keep_previous(kept, held, now, *, keep=KEEP_PREVIOUS, keep_days=KEEP_PREVIOUS_DAYS):
     """What keep_previous does with the databases restores kept. A pure decision.
 

@@ -538,8 +538,7 @@ class BackupEngine:
             raise PgError("keep_min must be at least 1: the newest backup is never pruned")
         if self.p.get("keep_days", 14) < 0:
             raise PgError("keep_days cannot be negative")
-        if self.p.get("keep_previous", 2) < 0 or self.p.get("keep_previous_days", 7) < 0:
-            raise PgError("keep_previous and keep_previous_days cannot be negative")
+        self.keep_previous, self.keep_previous_days = leftovers.keep_previous_settings(self.p)
 
     def _preflight(self):
         self.psql = Psql(self.conn)
@@ -822,8 +821,8 @@ class BackupEngine:
         result["kept_databases"] = janitor.keep_previous(
             self.database,
             self.directory,
-            keep=int(self.p.get("keep_previous", leftovers.KEEP_PREVIOUS)),
-            keep_days=int(self.p.get("keep_previous_days", leftovers.KEEP_PREVIOUS_DAYS)),
+            keep=self.keep_previous,
+            keep_days=self.keep_previous_days,
             archive=self._archive,
             keys=self.keys,
         )

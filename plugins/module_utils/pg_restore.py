@@ -178,10 +178,7 @@ class RestoreEngine:
         self.assertions = check_assertions(self.p.get("assertions"))
         self.assertion_results = []
         self.keys = backup_keys.keyring(self.p)
-        self.keep_previous = int(self.p.get("keep_previous", leftovers.KEEP_PREVIOUS))
-        self.keep_previous_days = int(self.p.get("keep_previous_days", leftovers.KEEP_PREVIOUS_DAYS))
-        if self.keep_previous < 0 or self.keep_previous_days < 0:
-            raise PgError("keep_previous and keep_previous_days cannot be negative")
+        self.keep_previous, self.keep_previous_days = leftovers.keep_previous_settings(self.p)
         self.lock_dir = self.p.get("backup_dir")
         self.janitor = None
         self.leftovers = []
