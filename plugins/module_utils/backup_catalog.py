@@ -25,12 +25,14 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import zlib
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, locks
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import is_relpath, schema_problems
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import properties_problems
+from ansible_collections.tokotani.dr.plugins.module_utils.text import human_duration
 
 MANIFEST_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
@@ -142,20 +144,6 @@ def parse_duration(value):
     return float(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
 
 
-def human_duration(seconds):
-    seconds = int(seconds)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
 # --------------------------------------------------------------------------- names
 
 
@@ -264,27 +252,59 @@ def remove_path(path):
         pass
 
 
-def write_json_fd(fd, path, data):
-    """Write data as JSON to an open (exclusive, 0600) descriptor of path.partial, fsync, rename to path."""
+def commit_fd(fd, partial, path, data):
+    """Write data (bytes, or str as UTF-8) to fd, the open descriptor of partial, fsync it and rename
+    partial to path. partial is removed when any of that fails."""
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=True, ensure_ascii=False)
-            handle.write("\n")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.rename(partial, path)
     except BaseException:
-        remove_path(path + PARTIAL_SUFFIX)
+        remove_path(partial)
         raise
-    os.rename(path + PARTIAL_SUFFIX, path)
+
+
+def write_atomic(path, data, mode=FILE_MODE, *, unique=False, sync_dir=True):
+    """Write data (bytes, or str as UTF-8) beside path, fsync, rename into place; fsync the directory
+    too unless sync_dir is false (a caller that commits more renames syncs it once at the end).
+
+    The file gets exactly mode, whatever the umask. The temporary file is ``<path>.partial`` (a stale
+    one is replaced), or with unique a hidden ``.<name>.<random>.tmp`` of its own, for paths that
+    concurrent writers may share.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if unique:
+        fd, partial = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    else:
+        partial = path + PARTIAL_SUFFIX
+        remove_path(partial)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        remove_path(partial)
+        raise
+    commit_fd(fd, partial, path, data)
+    if sync_dir:
+        fsync_path(directory)
+
+
+def json_text(data):
+    """The catalog's JSON documents as written: indented, keys sorted, UTF-8 as it is, a final newline."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_json_fd(fd, path, data):
+    """Write data as JSON to an open (exclusive, 0600) descriptor of path.partial, fsync, rename to path."""
+    commit_fd(fd, path + PARTIAL_SUFFIX, path, json_text(data))
 
 
 def write_json_atomic(path, data):
     """Write JSON beside, fsync, rename into place, fsync the directory. Mode 0600."""
-    partial = path + PARTIAL_SUFFIX
-    remove_path(partial)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    write_json_fd(fd, path, data)
-    fsync_path(os.path.dirname(os.path.abspath(path)))
+    write_atomic(path, json_text(data))
 
 
 def ensure_directory(path):

@@ -90,20 +90,9 @@ def resolve_config(config, environ=None, log=None):
         return backup, None
     values = dict(offsite_values, mode="push", backup_dir=backup["backup_dir"], database=backup["database"])
     try:
-        offsite = specs.resolve(offsite_spec, values, environ)
-        for name in ("multipart_threshold", "multipart_chunksize"):
-            try:
-                offsite[name] = specs.size_to_bytes(offsite[name])
-            except specs.SpecError as err:
-                raise specs.SpecError(f"{name}: {err}") from None
+        offsite = specs.offsite_constraints(specs.resolve(offsite_spec, values, environ), retention=True)
     except specs.SpecError as err:
         raise specs.SpecError(f"offsite: {err}") from None
-    if offsite["kms_key_id"] and offsite["encryption"] != "aws:kms":
-        raise specs.SpecError("offsite: kms_key_id needs encryption=aws:kms")
-    if offsite["concurrency"] < 1:
-        raise specs.SpecError("offsite: concurrency must be at least 1")
-    if offsite["keep_days"] < 0 or offsite["keep_min"] < 1:
-        raise specs.SpecError("offsite: keep_days must not be negative and keep_min must be at least 1")
     return backup, offsite
 
 

@@ -65,16 +65,17 @@ objective that is set was measured and met. The drill passes when it has scenari
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import html
 import json
 import math
 import os
 import re
-import tempfile
 
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.text import drop_point_zero
+from ansible_collections.tokotani.dr.plugins.module_utils.text import human_duration as _human_duration
 
 SCHEMA_VERSION = 1
 REPORT_KIND = "tokotani.dr.drill_report"
@@ -167,32 +168,16 @@ class DrillReportError(DrError):
 # --------------------------------------------------------------------------- formatting helpers
 
 
-def _trim(text):
-    return text[:-2] if text.endswith(".0") else text
-
-
 def human_duration(seconds):
-    """48 s, 4.2 s, 2.5 min, 30 min, 24 h, 3 d; '-' for None."""
-    if seconds is None:
-        return "-"
-    if seconds < 0:
-        return "-" + human_duration(-seconds)
-    if seconds < 10:
-        return _trim(f"{seconds:.1f}") + " s"
-    if seconds < 100:
-        return f"{round(seconds)} s"
-    # (below, unit seconds, unit): 100 s to 100 min in minutes, then hours up to 48 h, then days.
-    for below, unit_seconds, unit in ((6000, 60, "min"), (172800, 3600, "h"), (math.inf, 86400, "d")):
-        if seconds < below:
-            return _trim(f"{seconds / unit_seconds:.1f}") + " " + unit
-    return "-"  # not reached: the last row has no upper bound
+    """48 s, 4.2 s, 2.5 min, 30 min, 24 h, 3 d; '-' for None (text.human_duration's report style)."""
+    return _human_duration(seconds, style="report")
 
 
 def seconds_text(seconds):
     """Seconds with at most one decimal: 15.2 s, 48 s; '-' for None."""
     if seconds is None:
         return "-"
-    return _trim(f"{seconds:.1f}") + " s"
+    return drop_point_zero(f"{seconds:.1f}") + " s"
 
 
 def epoch_iso(value):
@@ -1172,7 +1157,7 @@ def _nice_step(span, target=6):
 
 
 def _fmt_num(value):
-    return _trim(f"{value:.1f}") if value != int(value) else str(int(value))
+    return drop_point_zero(f"{value:.1f}") if value != int(value) else str(int(value))
 
 
 class _Chart:
@@ -1520,30 +1505,6 @@ def _read_text(path):
         return None
 
 
-def _write_atomic(path, content):
-    directory = os.path.dirname(path)
-    fd, temp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, FILE_MODE)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _is_newest(report, dest):
     """Whether this report is at least as new as the one latest.json holds (by started_at)."""
     text = _read_text(os.path.join(dest, LATEST_STEM + FORMATS["json"]))
@@ -1600,11 +1561,11 @@ def write_reports(report, dest, formats=None, stem=None, check_mode=False):
             written.append(path)
             if not check_mode:
                 try:
-                    _write_atomic(path, content)
+                    catalog.write_atomic(path, content, FILE_MODE, unique=True, sync_dir=False)
                 except OSError as err:
                     raise DrillReportError(
                         f"cannot write the report {path}: {err.strerror}", dest=dest, written=written[:-1]
                     ) from err
     if written and not check_mode:
-        _fsync_dir(dest)
+        catalog.fsync_path(dest)
     return {"files": files, "latest": latest, "written": written, "changed": bool(written) or created}

@@ -226,24 +226,6 @@ def child_argv(argv):
     return [path, "--pdeathsig", "KILL", "--", *argv] if path else list(argv)
 
 
-def stop_process(proc, timeout=5):
-    """Stop a child: SIGTERM (pg_restore then stops its workers), SIGKILL after timeout seconds.
-
-    Returns True when it was still running.
-    """
-    if proc is None or proc.poll() is not None:
-        return False
-    try:
-        proc.terminate()
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    except OSError:
-        pass
-    return True
-
-
 # --------------------------------------------------------------------------- work directories
 
 
@@ -325,6 +307,15 @@ def _verdict(kind, path, *, stale, reason, holders):
 
 
 # --------------------------------------------------------------------------- keep_previous
+
+
+def keep_previous_settings(params):
+    """(keep_previous, keep_previous_days) of a backup's or restore's params; raises PgError when negative."""
+    keep = int(params.get("keep_previous", KEEP_PREVIOUS))
+    keep_days = int(params.get("keep_previous_days", KEEP_PREVIOUS_DAYS))
+    if keep < 0 or keep_days < 0:
+        raise PgError("keep_previous and keep_previous_days cannot be negative")
+    return keep, keep_days
 
 
 def plan_keep_previous(kept, held, now, *, keep=KEEP_PREVIOUS, keep_days=KEEP_PREVIOUS_DAYS):

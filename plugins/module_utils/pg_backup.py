@@ -28,12 +28,11 @@ import queue
 import re
 import shutil
 import socket
-import subprocess
 import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers, pg_cli
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -49,7 +48,6 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     find_tool,
     quote_ident,
     quote_literal,
-    run,
     server_info,
     tool_version,
 )
@@ -125,13 +123,7 @@ class SnapshotSession:
 
     def start(self):
         argv = self.psql.argv(self.dbname, ["-w"])
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self.psql.conn.env(),
-        )
+        self.proc = pg_cli.spawn(argv, self.psql.conn, stdin=pg_cli.PIPE, stdout=pg_cli.PIPE, stderr=pg_cli.PIPE)
         self.errors = StderrCollector(self.proc.stderr)
         return self
 
@@ -179,9 +171,7 @@ class SnapshotSession:
 
     def abort(self):
         """Kill the session (its transaction rolls back)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        pg_cli.stop_process(self.proc, timeout=0)
         self.close()
 
     def close(self):
@@ -193,11 +183,7 @@ class SnapshotSession:
                 self.proc.stdin.close()
             except OSError:
                 pass
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            pg_cli.stop_process(self.proc, timeout=30, ask=False)
         self.errors.join(5)
         for stream in (self.proc.stdout,):
             with contextlib.suppress(OSError):
@@ -368,8 +354,7 @@ class ZstdFollower:
         with self.lock:
             procs = list(self.procs)
         for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
+            pg_cli.stop_process(proc, timeout=0)
         for thread in self._pool:
             thread.join(10)
 
@@ -422,15 +407,13 @@ class ZstdFollower:
             return ZSTD_PROFILES[ZSTD_DEFAULT_PROFILE], ZSTD_DEFAULT_PROFILE
         best = None
         for profile, args in ZSTD_PROFILES.items():
-            result = subprocess.run([self.zstd, "-q", "-c", *args], input=sample, capture_output=True, check=False)
-            if result.returncode != 0:
+            argv = [self.zstd, "-q", "-c", *args]
+            rc, out, err = pg_cli.run(argv, input_text=sample, text=False)
+            if rc != 0:
                 raise PgError(
-                    "zstd failed while sampling",
-                    cmd=[self.zstd, "-q", "-c", *args],
-                    rc=result.returncode,
-                    stderr=excerpt(result.stderr.decode("utf-8", "replace")),
+                    "zstd failed while sampling", cmd=argv, rc=rc, stderr=excerpt(err.decode("utf-8", "replace"))
                 )
-            size = len(result.stdout)
+            size = len(out)
             if best is None or size < best[0]:
                 best = (size, profile, args)
         return best[2], best[1]
@@ -466,7 +449,7 @@ class ZstdFollower:
         )
         argv = [self.zstd, "-q", f"-T{self.threads}", *args, "-c"]
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=out_fd, stderr=subprocess.PIPE)
+            proc = pg_cli.spawn(argv, stdin=pg_cli.PIPE, stdout=out_fd, stderr=pg_cli.PIPE)
         finally:
             os.close(out_fd)
         with self.lock:
@@ -516,9 +499,6 @@ class ZstdFollower:
 # --------------------------------------------------------------------------- the engine
 
 
-_kill = leftovers.stop_process
-
-
 class BackupEngine:
     """One backup run. Options as in the postgresql_backup module (see its documentation)."""
 
@@ -558,8 +538,7 @@ class BackupEngine:
             raise PgError("keep_min must be at least 1: the newest backup is never pruned")
         if self.p.get("keep_days", 14) < 0:
             raise PgError("keep_days cannot be negative")
-        if self.p.get("keep_previous", 2) < 0 or self.p.get("keep_previous_days", 7) < 0:
-            raise PgError("keep_previous and keep_previous_days cannot be negative")
+        self.keep_previous, self.keep_previous_days = leftovers.keep_previous_settings(self.p)
 
     def _preflight(self):
         self.psql = Psql(self.conn)
@@ -652,21 +631,18 @@ class BackupEngine:
 
     def _start_dump(self, argv, target):
         """Start pg_dump (and the compressor or follower) with umask 077. Returns (dump, comp, follower)."""
-        env = self.conn.env()
         comp = follower = out_fd = None
         old_umask = os.umask(0o077)
         try:
             if self.format == "plain" and self.compression != "none":
                 out_fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, catalog.FILE_MODE)
-                dump = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                dump = pg_cli.spawn(argv, self.conn, stdout=pg_cli.PIPE, stderr=pg_cli.PIPE)
                 self.procs.append(dump)
-                comp = subprocess.Popen(
-                    self._compressor_argv(), stdin=dump.stdout, stdout=out_fd, stderr=subprocess.PIPE
-                )
+                comp = pg_cli.spawn(self._compressor_argv(), stdin=dump.stdout, stdout=out_fd, stderr=pg_cli.PIPE)
                 self.procs.append(comp)
                 dump.stdout.close()
             else:
-                dump = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                dump = pg_cli.spawn(argv, self.conn, stdout=pg_cli.DEVNULL, stderr=pg_cli.PIPE)
                 self.procs.append(dump)
                 if self.format == "directory" and self.compression == "zstd":
                     follower = ZstdFollower(target, self.compressor, level=self.level, workers=self.jobs)
@@ -723,7 +699,7 @@ class BackupEngine:
             if follower is not None:
                 follower.stop()
             for proc in self.procs:
-                _kill(proc)
+                pg_cli.stop_process(proc)
             raise
         counter.join()
         if "error" in counted:
@@ -738,7 +714,7 @@ class BackupEngine:
             if follower is not None:
                 follower.poll(dump.pid)
                 if follower.failed():
-                    _kill(dump)
+                    pg_cli.stop_process(dump)
                     break
             time.sleep(FOLLOW_POLL)
         dump.wait()
@@ -747,7 +723,7 @@ class BackupEngine:
         """Self-check of the zstd directory path: rows written per table == rows in the snapshot."""
         pg_restore = find_tool("pg_restore", self.conn.bindir, self.server_major)
         argv = [pg_restore, "-l", target]
-        rc, out, err = run(argv)
+        rc, out, err = pg_cli.run(argv)
         if rc != 0:
             raise PgError(
                 "pg_restore -l cannot read the new backup's table of contents", cmd=argv, rc=rc, stderr=excerpt(err)
@@ -845,8 +821,8 @@ class BackupEngine:
         result["kept_databases"] = janitor.keep_previous(
             self.database,
             self.directory,
-            keep=int(self.p.get("keep_previous", leftovers.KEEP_PREVIOUS)),
-            keep_days=int(self.p.get("keep_previous_days", leftovers.KEEP_PREVIOUS_DAYS)),
+            keep=self.keep_previous,
+            keep_days=self.keep_previous_days,
             archive=self._archive,
             keys=self.keys,
         )

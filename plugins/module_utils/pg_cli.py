@@ -5,6 +5,10 @@
 Pure standard library: no psycopg2 on the target, no Ansible imports, so the same code
 runs inside a module and in a host-side runner (a systemd timer). Connection secrets go
 to the tools through the environment (PGPASSWORD), never through argv.
+
+Every child the engines start goes through here: ``run`` for a tool run to completion,
+``spawn`` for the streaming pipelines (pg_dump into a compressor, a decompressor into psql,
+a psql session), ``stop_process`` to stop one.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from collections import deque
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import DATABASE_PRIVILEGES
+from ansible_collections.tokotani.dr.plugins.module_utils.text import excerpt
 
 TOOL_NAME = "tokotani.dr"
 TOOL_VERSION = "0.1.0"
 APPLICATION_NAME = "tokotani.dr"
-STDERR_EXCERPT_LINES = 25
 STDERR_KEEP_LINES = 400
 
 _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
@@ -33,14 +37,6 @@ _VERSION_RE = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
 
 class PgError(DrError):
     """A PostgreSQL failure an operator can act on (the message, and the command, rc and stderr behind it)."""
-
-
-def excerpt(text, lines=STDERR_EXCERPT_LINES):
-    """The last lines of a tool's stderr, without the noise of empty lines."""
-    if not text:
-        return ""
-    kept = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
 
 
 def quote_ident(name):
@@ -203,19 +199,12 @@ def find_tool(name, bindir=None, want_major=None):
 
 def tool_version(path):
     """(major, minor, text) of a client tool."""
-    try:
-        result = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
-    except OSError as err:
-        raise PgError(f"cannot run {path}: {err}") from err
-    version = parse_tool_version(result.stdout)
-    if result.returncode != 0 or version is None:
-        raise PgError(
-            f"cannot tell the version of {path}",
-            cmd=[path, "--version"],
-            rc=result.returncode,
-            stderr=excerpt(result.stderr or result.stdout),
-        )
-    return version[0], version[1], result.stdout.strip()
+    argv = [path, "--version"]
+    rc, out, err = run(argv, timeout=30)
+    version = parse_tool_version(out)
+    if rc != 0 or version is None:
+        raise PgError(f"cannot tell the version of {path}", cmd=argv, rc=rc, stderr=excerpt(err or out))
+    return version[0], version[1], out.strip()
 
 
 def check_tool_not_older(tool, path, version, server_version_num, server_version):
@@ -259,16 +248,30 @@ class StderrCollector:
         return "\n".join(self.lines)
 
 
-def run(argv, conn=None, input_text=None, timeout=None, env_extra=None):
-    """Run a tool to completion; returns (rc, stdout, stderr). The one seam unit tests mock."""
-    env = conn.env(env_extra) if conn is not None else None
+# For spawn's stdin/stdout/stderr, so that the engines need no subprocess of their own.
+PIPE = subprocess.PIPE
+DEVNULL = subprocess.DEVNULL
+
+
+def _env(conn, env_extra):
+    """The environment of a child: the connection's (libpq variables, PGPASSWORD) with conn, else the host's."""
+    if conn is not None:
+        return conn.env(env_extra)
+    return dict(os.environ, **env_extra) if env_extra else None
+
+
+def run(argv, conn=None, input_text=None, timeout=None, env_extra=None, *, text=True):
+    """Run a tool to completion; returns (rc, stdout, stderr). The one seam unit tests mock.
+
+    With text false, input_text and the outputs are bytes (a compressor's sample).
+    """
     try:
         result = subprocess.run(
             argv,
             input=input_text,
             capture_output=True,
-            text=True,
-            env=env,
+            text=text,
+            env=_env(conn, env_extra),
             timeout=timeout,
             check=False,
         )
@@ -277,6 +280,44 @@ def run(argv, conn=None, input_text=None, timeout=None, env_extra=None):
     except OSError as err:
         raise PgError(f"cannot run {argv[0]}: {err}", cmd=argv) from err
     return result.returncode, result.stdout, result.stderr
+
+
+def spawn(argv, conn=None, env_extra=None, **popen_kwargs):
+    """Start a tool of a streaming pipeline (pg_dump into a compressor, a decompressor into psql, a
+    psql session); returns its Popen. The seam's other half: nothing is buffered here.
+
+    With conn, the child gets the connection's environment (the password as PGPASSWORD, never in
+    argv) plus env_extra; without, the host's. The engines pass no env of their own.
+    """
+    if "env" in popen_kwargs:
+        raise TypeError("spawn sets the environment itself: pass conn and env_extra")
+    return subprocess.Popen(argv, env=_env(conn, env_extra), **popen_kwargs)
+
+
+def stop_process(proc, timeout=5, *, ask=True):
+    """Stop a child: SIGTERM (pg_restore then stops its workers), SIGKILL after timeout seconds.
+
+    timeout 0 kills at once. With ask false no SIGTERM is sent: the child was told to finish in its
+    own way (psql's \\q) and gets the timeout to do so. Returns True when it was still running.
+    """
+    if proc is None or proc.poll() is not None:
+        return False
+    try:
+        if timeout:
+            if ask:
+                proc.terminate()
+            proc.wait(timeout)
+            return True
+    except subprocess.TimeoutExpired:
+        pass
+    except OSError:
+        return True
+    try:
+        proc.kill()
+        proc.wait()
+    except OSError:
+        pass
+    return True
 
 
 def connection_failure_message(conn, dbname, stderr):

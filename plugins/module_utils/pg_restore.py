@@ -34,13 +34,12 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers, pg_cli
 from ansible_collections.tokotani.dr.plugins.module_utils.leftovers import (
     FAILED_RESTORE,
     PRE_RESTORE,
@@ -128,7 +127,7 @@ class ZstdStage:
             self.aborted = True
             procs = list(self.procs)
         for proc in procs:
-            if leftovers.stop_process(proc) and "zstd" not in self.stopped:
+            if pg_cli.stop_process(proc) and "zstd" not in self.stopped:
                 self.stopped.append("zstd")
 
     def _decompress(self, src, dest):
@@ -136,7 +135,7 @@ class ZstdStage:
         with self.lock:
             if self.aborted:
                 return
-            proc = subprocess.Popen(child_argv(argv), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc = pg_cli.spawn(child_argv(argv), stdout=pg_cli.DEVNULL, stderr=pg_cli.PIPE)
             self.procs.add(proc)
         _out, err = proc.communicate()
         with self.lock:
@@ -179,10 +178,7 @@ class RestoreEngine:
         self.assertions = check_assertions(self.p.get("assertions"))
         self.assertion_results = []
         self.keys = backup_keys.keyring(self.p)
-        self.keep_previous = int(self.p.get("keep_previous", leftovers.KEEP_PREVIOUS))
-        self.keep_previous_days = int(self.p.get("keep_previous_days", leftovers.KEEP_PREVIOUS_DAYS))
-        if self.keep_previous < 0 or self.keep_previous_days < 0:
-            raise PgError("keep_previous and keep_previous_days cannot be negative")
+        self.keep_previous, self.keep_previous_days = leftovers.keep_previous_settings(self.p)
         self.lock_dir = self.p.get("backup_dir")
         self.janitor = None
         self.leftovers = []
@@ -397,16 +393,17 @@ class RestoreEngine:
             return False
         return True
 
-    def _spawn(self, argv, **kwargs):
-        """Start a child that dies with this process (leftovers.child_argv); proc.tool names it."""
-        proc = subprocess.Popen(child_argv(argv), **kwargs)
+    def _spawn(self, argv, conn=None, env_extra=None, **kwargs):
+        """Start a child that dies with this process (leftovers.child_argv) through pg_cli.spawn (conn's
+        environment with env_extra when conn is given); proc.tool names it."""
+        proc = pg_cli.spawn(child_argv(argv), conn, env_extra, **kwargs)
         proc.tool = os.path.basename(argv[0])
         return proc
 
     def _stop(self, procs):
         """Stop the children still running (SIGTERM, then SIGKILL), and remember which."""
         for proc in procs:
-            if leftovers.stop_process(proc) and proc.tool not in self.stopped:
+            if pg_cli.stop_process(proc) and proc.tool not in self.stopped:
                 self.stopped.append(proc.tool)
 
     def _restore_env(self):
@@ -437,8 +434,7 @@ class RestoreEngine:
                 source = stage.path
             argv = [self.pg_restore, "--exit-on-error", "--no-password", "-j", str(self.jobs)]
             argv += ["-d", conninfo_dbname(target), source]
-            env = self.conn.env(self._restore_env())
-            proc = self._spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            proc = self._spawn(argv, self.conn, self._restore_env(), stdout=pg_cli.DEVNULL, stderr=pg_cli.PIPE)
             errors = StderrCollector(proc.stderr)
             rc = proc.wait()
             errors.join(10)
@@ -456,23 +452,23 @@ class RestoreEngine:
         """psql -v ON_ERROR_STOP=1, fed by gzip/zstd -dc for compressed scripts."""
         psql = find_tool("psql", self.conn.bindir, self.smajor)
         argv = [psql, "-X", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-d", conninfo_dbname(target), "-f"]
-        env = self.conn.env(self._restore_env())
+        env_extra = self._restore_env()
         decomp = proc = None
         try:
             if entry["compression"] == "none":
                 argv.append(entry["path"])
-                proc = self._spawn(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+                proc = self._spawn(argv, self.conn, env_extra, stdout=pg_cli.DEVNULL, stderr=pg_cli.PIPE)
             else:
                 name = "pigz" if entry["compression"] == "gzip" and shutil.which("pigz") else entry["compression"]
                 tool = shutil.which(name)
                 if not tool:
                     raise PgError(f"{entry['compression']} is needed to restore {entry['name']}")
                 dargv = [tool, "-d", "-c", entry["path"]]
-                decomp = self._spawn(dargv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                decomp = self._spawn(dargv, stdout=pg_cli.PIPE, stderr=pg_cli.PIPE)
                 derr = StderrCollector(decomp.stderr)
                 argv.append("-")
                 proc = self._spawn(
-                    argv, stdin=decomp.stdout, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+                    argv, self.conn, env_extra, stdin=decomp.stdout, stdout=pg_cli.DEVNULL, stderr=pg_cli.PIPE
                 )
                 decomp.stdout.close()
             errors = StderrCollector(proc.stderr)
@@ -568,9 +564,7 @@ class RestoreEngine:
             if vacuumdb:
                 argv = [vacuumdb, "--analyze-only", "--quiet", "--no-password", "-j", str(self.jobs)]
                 argv += ["-d", conninfo_dbname(target)]
-                proc = self._spawn(
-                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.conn.env()
-                )
+                proc = self._spawn(argv, self.conn, stdout=pg_cli.DEVNULL, stderr=pg_cli.PIPE, text=True)
         try:
             checked = self._check(entry, target)
         except BaseException:

@@ -30,6 +30,8 @@ import re
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.text import STDERR_EXCERPT_LINES
+from ansible_collections.tokotani.dr.plugins.module_utils.text import excerpt as _excerpt
 
 MASK = "********"
 SECRET_KEY_RE = re.compile(
@@ -60,7 +62,6 @@ RUNNING = ("online", "launching")
 # Restarts seen while waiting that make a crash loop (one restart may be a slow dependency).
 CRASH_LOOP_RESTARTS = 2
 POLL_INTERVAL = 0.5
-STDERR_EXCERPT_LINES = 25
 
 INSTALL_HINT = (
     "Install it with `npm install -g pm2` (as root, for every user; Node.js 18 or later), "
@@ -223,11 +224,8 @@ def scrub(text, secrets=()):
 
 
 def excerpt(text, lines=STDERR_EXCERPT_LINES, secrets=()):
-    """The last non-empty lines of a tool's output, scrubbed."""
-    if not text:
-        return ""
-    kept = [line for line in scrub(text, secrets).splitlines() if line.strip()]
-    return "\n".join(kept[-lines:])
+    """The last non-empty lines of a tool's output, scrubbed (text.excerpt of the scrubbed text)."""
+    return _excerpt(scrub(text, secrets), lines)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1486,7 +1486,7 @@ def _download_verify_commit(store, opts, doc, *, path, manifest_key, data_key, f
                     expected=doc["sha256"],
                 )
         catalog.fsync_tree(partial)
-        _write_bytes_atomic(manifest_path, raw_manifest)
+        catalog.write_atomic(manifest_path, raw_manifest, sync_dir=False)
         committed_manifest = True
         os.rename(partial, path)
         catalog.fsync_path(directory)
@@ -1504,21 +1504,6 @@ def _parse_json(raw):
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-
-
-def _write_bytes_atomic(path, data):
-    partial = path + catalog.PARTIAL_SUFFIX
-    catalog.remove_path(partial)
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, catalog.FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(partial, path)
-    except BaseException:
-        catalog.remove_path(partial)
-        raise
 
 
 def _download_file(store, opts, doc, partial, data_key, *, cipher=None):

@@ -234,6 +234,10 @@ def restore_argument_spec():
     return spec
 
 
+class SpecError(ValueError):
+    """A configuration value the spec does not accept; the message names the option."""
+
+
 def offsite_argument_spec():
     """tokotani.dr.backup_offsite."""
     spec = s3_argument_spec()
@@ -261,8 +265,30 @@ def offsite_argument_spec():
     return spec
 
 
-class SpecError(ValueError):
-    """A configuration value the spec does not accept; the message names the option."""
+# The options of offsite_argument_spec given as sizes (16MB): offsite_constraints makes them bytes.
+OFFSITE_SIZE_OPTIONS = ("multipart_threshold", "multipart_chunksize")
+
+
+def offsite_constraints(params, *, retention=False):
+    """What offsite_argument_spec cannot say by itself, for the module and the runner's jobs alike.
+
+    Returns a copy of params with the size options in bytes (size_to_bytes); raises SpecError naming
+    the option. With retention (the backup job, whose prune must keep the newest copy), keep_days must
+    not be negative and keep_min must be at least 1; the module's mode=prune takes keep_min 0.
+    """
+    params = dict(params)
+    if params.get("kms_key_id") and params.get("encryption") != "aws:kms":
+        raise SpecError("kms_key_id needs encryption=aws:kms")
+    for name in OFFSITE_SIZE_OPTIONS:
+        try:
+            params[name] = size_to_bytes(params[name])
+        except SpecError as err:
+            raise SpecError(f"{name}: {err}") from None
+    if params["concurrency"] < 1:
+        raise SpecError("concurrency must be at least 1")
+    if retention and (params["keep_days"] < 0 or params["keep_min"] < 1):
+        raise SpecError("keep_days must not be negative and keep_min must be at least 1")
+    return params
 
 
 _TRUE = {"true", "yes", "on", "1", "y"}

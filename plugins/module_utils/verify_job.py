@@ -108,9 +108,7 @@ def resolve_config(config, environ=None, log=None):
             database=params["source_database"],
         )
         try:
-            offsite = specs.resolve(offsite_spec, values, environ)
-            for name in ("multipart_threshold", "multipart_chunksize"):
-                offsite[name] = specs.size_to_bytes(offsite[name])
+            offsite = specs.offsite_constraints(specs.resolve(offsite_spec, values, environ))
         except specs.SpecError as err:
             raise specs.SpecError(f"offsite: {err}") from None
     work_dir = config.get("work_dir") or params["backup_dir"]

@@ -540,14 +540,17 @@ error:
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible.module_utils.common.text.formatters import human_to_bytes
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
 from ansible_collections.tokotani.dr.plugins.module_utils.s3_offsite import (
     BOTO3_IMPORT_ERROR,
     HAS_BOTO3,
     run,
 )
-from ansible_collections.tokotani.dr.plugins.module_utils.specs import offsite_argument_spec
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import (
+    SpecError,
+    offsite_argument_spec,
+    offsite_constraints,
+)
 
 
 def main():
@@ -562,19 +565,12 @@ def main():
     module.add_path_info = lambda kwargs: kwargs
     if not HAS_BOTO3:
         module.fail_json(msg=missing_required_lib("boto3"), exception=BOTO3_IMPORT_ERROR)
-    params = dict(module.params)
-    if params["kms_key_id"] and params["encryption"] != "aws:kms":
-        module.fail_json(msg="kms_key_id needs encryption=aws:kms")
-    for name in ("multipart_threshold", "multipart_chunksize"):
-        try:
-            params[name] = human_to_bytes(params[name])
-            problem = None
-        except ValueError as err:
-            problem = f"{name}: {err}"
-        if problem:
-            module.fail_json(msg=problem)
-    if params["concurrency"] < 1:
-        module.fail_json(msg="concurrency must be at least 1")
+    try:
+        params, problem = offsite_constraints(module.params), None
+    except SpecError as err:
+        params, problem = None, str(err)
+    if problem:  # outside the except block (see errors.call)
+        module.fail_json(msg=problem)
     result, failure = call(run, params, params["mode"], check_mode=module.check_mode)
     if failure:
         failure.setdefault("error", "invalid")

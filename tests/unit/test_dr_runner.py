@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / ".collections"))
 
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_job, dr_runner, specs  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_job, dr_runner, specs, verify_job  # noqa: E402
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError  # noqa: E402
 
 UTC = datetime.UTC
@@ -321,3 +321,17 @@ def test_the_real_backup_job_refuses_a_bad_configuration_through_the_runner(tmp_
     assert json.loads(out)["msg"] == "invalid configuration: backup: missing required option: backup_dir"
     assert "FAILED: invalid configuration: backup: missing required option: backup_dir" in err
     assert json.loads((tmp_path / "s.json").read_text())["last_run"]["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("offsite", "message"),
+    [
+        ({"bucket": "b", "kms_key_id": "k"}, "offsite: kms_key_id needs encryption=aws:kms"),
+        ({"bucket": "b", "concurrency": 0}, "offsite: concurrency must be at least 1"),
+        ({"bucket": "b", "multipart_chunksize": "big"}, "offsite: multipart_chunksize: not a size: 'big'"),
+    ],
+)
+def test_the_verify_job_checks_the_offsite_options_as_the_module_does(offsite, message):
+    config = {"source": "offsite", "restore": {"source_database": "tokotani", "backup_dir": "/b"}, "offsite": offsite}
+    with pytest.raises(specs.SpecError, match=message):
+        verify_job.resolve_config(config, environ={})

@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / ".collections"))
 
-from ansible_collections.tokotani.dr.plugins.module_utils import leftovers, locks  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils import leftovers, locks, pg_cli  # noqa: E402
 
 UTC = datetime.UTC
 NOW = datetime.datetime(2026, 1, 20, 2, 0, 0, tzinfo=UTC).timestamp()
@@ -289,6 +289,17 @@ def test_stop_process_terminates_then_kills():
     )
     assert stubborn.stdout.readline().strip() == "ready"
     started = time.monotonic()
-    assert leftovers.stop_process(stubborn, timeout=0.3) is True
+    assert pg_cli.stop_process(stubborn, timeout=0.3) is True
     assert stubborn.returncode == -signal.SIGKILL and time.monotonic() - started < 5
-    assert leftovers.stop_process(stubborn) is False
+    assert pg_cli.stop_process(stubborn) is False
+
+
+@pytest.mark.parametrize(("timeout", "ask", "returncode"), [(0, True, -signal.SIGKILL), (10, False, 0)])
+def test_stop_process_kills_at_once_or_waits_for_a_child_that_was_told_to_finish(timeout, ask, returncode):
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    if not ask:
+        child.stdin.close()  # told to finish: it exits on its own, no signal
+    assert pg_cli.stop_process(child, timeout=timeout, ask=ask) is True
+    assert child.returncode == returncode
+    if ask:
+        child.stdin.close()

@@ -255,3 +255,36 @@ def test_job_secrets_reach_the_job_as_the_environment_file_gives_them():
     assert base["AWS_SECRET_ACCESS_KEY"] == "from-the-host"  # the base is not changed
     resolved = specs.resolve(specs.key_argument_spec(), {}, environ)
     assert resolved["backup_previous_keys"] == ["a" * 32, "b" * 32]
+
+
+def offsite_params(**given):
+    return resolve(specs.offsite_argument_spec(), dict({"bucket": "b", "mode": "push"}, **given), environ={})
+
+
+def test_offsite_constraints_turn_sizes_into_bytes_and_leave_the_params_alone():
+    params = offsite_params(multipart_chunksize="32MB")
+    checked = specs.offsite_constraints(params)
+    assert checked["multipart_chunksize"] == 32 * MIB and checked["multipart_threshold"] == 16 * MIB
+    assert params["multipart_chunksize"] == "32MB"
+
+
+@pytest.mark.parametrize(
+    ("given", "retention", "message"),
+    [
+        ({"kms_key_id": "k"}, False, "kms_key_id needs encryption=aws:kms"),
+        ({"kms_key_id": "k", "encryption": "AES256"}, False, "kms_key_id needs encryption=aws:kms"),
+        ({"multipart_threshold": "lots"}, False, "multipart_threshold: not a size: 'lots' (use for example 16MB)"),
+        ({"concurrency": 0}, False, "concurrency must be at least 1"),
+        ({"keep_min": 0}, True, "keep_days must not be negative and keep_min must be at least 1"),
+        ({"keep_days": -1}, True, "keep_days must not be negative and keep_min must be at least 1"),
+    ],
+)
+def test_offsite_constraints_name_what_is_wrong(given, retention, message):
+    with pytest.raises(SpecError) as err:
+        specs.offsite_constraints(offsite_params(**given), retention=retention)
+    assert str(err.value) == message
+
+
+def test_offsite_retention_constraints_are_the_jobs_only():
+    assert specs.offsite_constraints(offsite_params(keep_min=0, keep_days=0))["keep_min"] == 0
+    assert specs.offsite_constraints(offsite_params(kms_key_id="k", encryption="aws:kms"))["kms_key_id"] == "k"
