@@ -593,6 +593,7 @@ class RestoreEngine:
                 )
             self.assertion_results.append({"name": item["name"], "ok": True})
             self.verified.append(f"assertion '{item['name']}' holds")
+            self.log(f"assertion '{item['name']}' holds")
 
     def check_existing(self):
         """The restore's own checks on an existing database, changing nothing (tokotani.dr.postgresql_check).
@@ -817,6 +818,7 @@ class RestoreEngine:
         mark = time.monotonic()
         self.verify(entry)
         timings["verify"] = round(time.monotonic() - mark, 3)
+        self.log(f"{entry['name']}: checksums verified in {timings['verify']:.1f} s")
         target, previous, props = self._plan(entry, ts)
         result = {
             "changed": True,
@@ -865,11 +867,14 @@ class RestoreEngine:
                 create_database_sql(target, props), self.conn.maintenance_db, what=f"creating database {target}"
             )
             created = True
+            self.log(f"restoring {entry['name']} into {target}")
             mark = time.monotonic()
             self._load(entry, target)
             timings["load"] = round(time.monotonic() - mark, 3)
+            self.log(f"loaded in {timings['load']:.1f} s; checking tables and row counts")
             mark = time.monotonic()
             tables, rows = self._check_and_analyze(entry, target)
+            self.log(f"{tables} tables with the manifest's row counts ({rows} rows)")
             extra = properties_sql(target, props, include_owner=True)
             if extra:
                 self.psql.run_command(extra, self.conn.maintenance_db, what="carrying the database's settings over")
@@ -881,6 +886,9 @@ class RestoreEngine:
             mark = time.monotonic()
             attempts = self._swap(self.database, previous, target) if self.mode == "replace" else None
             timings["swap"] = round(time.monotonic() - mark, 3)
+            if self.mode == "replace":
+                kept = f", previous kept as {previous}" if previous else ""
+                self.log(f"swapped {target} in as {self.database}{kept}")
             self._release_claim()
             if self.swapped:
                 self._keep_previous()

@@ -149,7 +149,7 @@ record:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import runner as dr_runner
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import job_argument_spec, job_environ
 
 

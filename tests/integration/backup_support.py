@@ -195,7 +195,7 @@ def finish_module(proc: subprocess.Popen, timeout: float = 300) -> dict:
 # The host-side runner (tokotani-dr <job> --config FILE) started from the checkout's collection link.
 LAUNCHER = (
     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-    "from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner; sys.exit(dr_runner.main())"
+    "from ansible_collections.tokotani.dr.plugins.module_utils.jobs import runner; sys.exit(runner.main())"
 )
 
 

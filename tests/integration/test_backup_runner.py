@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from backup_support import ROOT, copy_backup, drop_db, files_in, load_shop
 from helpers import free_port
 from s3_support import REGION, serve_moto
@@ -43,14 +42,31 @@ def shop(pg_cluster):
     drop_db(pg_cluster, DB)
 
 
+def host_modules() -> list[str]:
+    """The files the role installs: what the lookup tokotani.dr.runner_files returns, read from the runner's code."""
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", HOST_LIST, str(ROOT / ".collections")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(proc.stdout)
+
+
+HOST_LIST = (
+    "import json, sys; sys.modules['ansible'] = None; sys.path.insert(0, sys.argv[1]); "
+    "from ansible_collections.tokotani.dr.plugins.module_utils.jobs import runner; "
+    "print(json.dumps(runner.HOST_MODULES))"
+)
+
+
 @pytest.fixture(scope="module")
 def launcher(tmp_path_factory) -> Path:
     """The runner as the role installs it: the engines under <lib>/ansible_collections/... and the launcher."""
     lib = tmp_path_factory.mktemp("tokotani-dr-lib")
-    role_vars = yaml.safe_load((ROLE / "vars" / "main.yml").read_text())
     target = lib / "ansible_collections" / "tokotani" / "dr" / "plugins" / "module_utils"
-    target.mkdir(parents=True)
-    for name in role_vars["__backup_runner_modules"]:
+    for name in host_modules():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(UTILS / name, target / name)
     lines = (ROLE / "templates" / "tokotani-dr.j2").read_text().splitlines(keepends=True)
     assert lines[0] == "{{ '#!' }}{{ __backup_runner_python }} -I\n", lines[0]

@@ -10,6 +10,7 @@ import datetime
 import io
 import json
 import stat
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -19,7 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / ".collections"))
 
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_job, dr_runner, specs, verify_job  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils import specs  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import backup as backup_job  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import runner as dr_runner  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import verify as verify_job  # noqa: E402
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError  # noqa: E402
 
 UTC = datetime.UTC
@@ -335,3 +339,30 @@ def test_the_verify_job_checks_the_offsite_options_as_the_module_does(offsite, m
     config = {"source": "offsite", "restore": {"source_database": "tokotani", "backup_dir": "/b"}, "offsite": offsite}
     with pytest.raises(specs.SpecError, match=message):
         verify_job.resolve_config(config, environ={})
+
+
+# --------------------------------------------------------------------------- what runs on the host
+
+CLOSURE = """
+import json, sys
+sys.modules["ansible"] = None  # a server has no Ansible
+sys.path.insert(0, sys.argv[1])
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import runner
+prefix = "ansible_collections.tokotani.dr.plugins.module_utils."
+names = []
+for name, module in sys.modules.items():
+    if name.startswith(prefix):
+        path = module.__file__
+        names.append(path[path.index("/module_utils/") + len("/module_utils/"):])
+print(json.dumps({"closure": sorted(names), "declared": sorted(runner.HOST_MODULES)}))
+"""
+
+
+def test_the_runner_imports_without_ansible_exactly_the_files_it_declares():
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", CLOSURE, str(ROOT / ".collections")], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["closure"] == doc["declared"]
+    assert len(set(dr_runner.HOST_MODULES)) == len(dr_runner.HOST_MODULES)

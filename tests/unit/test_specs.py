@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / ".collections"))
 
-from ansible_collections.tokotani.dr.plugins.module_utils import dr_runner, specs  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils import specs  # noqa: E402
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import runner as dr_runner  # noqa: E402
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import SpecError, resolve, size_to_bytes  # noqa: E402
 
 MIB = 1024 * 1024

@@ -4,10 +4,12 @@
 
 One engine, several front doors (docs/development.md). The modules are one door; this runner is
 the other, for the timers that must keep working when the controller and AWX are down. It runs
-on the host with the collection's module_utils copied beside it and no Ansible installed, and
-calls the same engines as the modules (``backup_job`` and ``verify_job`` chain them).
+on the host with the collection's module_utils copied beside it (``HOST_MODULES``) and no Ansible
+installed, and calls the same engines as the modules (the jobs ``jobs/backup.py`` and
+``jobs/verify.py`` chain them). The module ``tokotani.dr.dr_job`` calls ``execute`` too: a playbook
+run and a timer run are the same run.
 
-A job's ``run(config, log, check_mode)`` returns a result dict (``failed``, ``msg`` and details)
+A job's ``run(config, log, check_mode, environ, via)`` returns a result dict (``failed``, ``msg`` and details)
 or raises an error with ``to_dict()``. The runner logs progress to stderr (the journal), prints
 the result as one JSON document on stdout, writes the status file named by the config's
 ``status_file`` (keeping the previous ``last_success`` when a run fails, so monitoring can
@@ -26,10 +28,34 @@ import time
 import traceback
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_job, verify_job
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import backup as backup_job
+from ansible_collections.tokotani.dr.plugins.module_utils.jobs import verify as verify_job
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import SpecError
 
 JOBS = {"backup": backup_job, "verify": verify_job}
+
+# What runs on a host without Ansible: this runner's whole import closure, as paths under module_utils/.
+# The role tokotani.dr.backup installs exactly these (lookup tokotani.dr.runner_files); a unit test imports
+# the runner with Ansible made unimportable and checks that the closure is this list, no more, no less.
+HOST_MODULES = (
+    "errors.py",
+    "text.py",
+    "locks.py",
+    "backup_catalog.py",
+    "manifest_schema.py",
+    "backup_keys.py",
+    "pg_cli.py",
+    "leftovers.py",
+    "pg_backup.py",
+    "pg_restore.py",
+    "offsite_crypto.py",
+    "s3_offsite.py",
+    "specs.py",
+    "jobs/__init__.py",
+    "jobs/runner.py",
+    "jobs/backup.py",
+    "jobs/verify.py",
+)
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
