@@ -500,15 +500,13 @@ def load_manifest(path):
 # --------------------------------------------------------------------------- entries
 
 
-def _entry_base(directory, stem, kind):
+def blank_entry(stem, **fields):
+    """A catalog entry before its manifest is read (local here, offsite in s3_offsite): the fields every
+    entry has, its time from its name, not valid yet; ``fields`` are the ones of its kind."""
     parsed = parse_name(stem + ".x") or {}
     ts = parsed.get("timestamp")
-    return {
+    entry = {
         "name": stem,
-        "kind": kind,
-        "directory": directory,
-        "path": None,
-        "manifest_path": None,
         "database": None,
         "format": None,
         "compression": None,
@@ -519,13 +517,17 @@ def _entry_base(directory, stem, kind):
         "finished_at": None,
         "timestamp": ts.timestamp() if ts else None,
         "valid": False,
-        "verified": False,
         "signed": False,
         "signed_by": None,
         "problems": [],
-        "tables": None,
         "manifest": None,
     }
+    entry.update(fields)
+    return entry
+
+
+def _entry_base(directory, stem, kind):
+    return blank_entry(stem, kind=kind, directory=directory, path=None, manifest_path=None, verified=False, tables=None)
 
 
 def fill_from_manifest(entry, doc, stem, stored_as):

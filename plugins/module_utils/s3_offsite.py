@@ -401,34 +401,18 @@ def describe_error(err, bucket, key=None, endpoint=None, action="access"):
 
 
 def _remote_entry(name, manifest_key):
-    parsed = catalog.parse_name(name + ".x") or {}
-    ts = parsed.get("timestamp")
-    return {
-        "name": name,
-        "kind": "managed",
-        "data": None,
-        "manifest_key": manifest_key,
-        "data_key": None,
-        "database": None,
-        "format": None,
-        "compression": None,
-        "size": None,
-        "sha256": None,
-        "label": None,
-        "started_at": catalog.iso(ts) if ts else None,
-        "finished_at": None,
-        "timestamp": ts.timestamp() if ts else None,
-        "storage_class": None,
-        "last_modified": None,
-        "objects": 0,
-        "encrypted": None,
-        "key_id": None,
-        "valid": False,
-        "signed": False,
-        "signed_by": None,
-        "problems": [],
-        "manifest": None,
-    }
+    return catalog.blank_entry(
+        name,
+        kind="managed",
+        data=None,
+        manifest_key=manifest_key,
+        data_key=None,
+        storage_class=None,
+        last_modified=None,
+        objects=0,
+        encrypted=None,
+        key_id=None,
+    )
 
 
 def split_listing(objects, prefix):
