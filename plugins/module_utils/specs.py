@@ -162,6 +162,7 @@ def check_argument_spec():
         backup_dir={"type": "path"},
         source_database={"type": "str"},
         assertions=assertions_option(),
+        growing_tables={"type": "list", "elements": "str", "default": []},
         fail_on_problem={"type": "bool", "default": True},
     )
     spec.update(key_argument_spec())
