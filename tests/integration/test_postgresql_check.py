@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,9 @@ def test_the_live_database_matches_its_backup_and_the_assertions_hold(pg_cluster
     )
     assert not result.get("failed") and result["changed"] is False, result
     assert result["tables"] == live["made"]["tables"] and result["rows"] == live["made"]["rows"]
+    finished = json.loads(Path(live["manifest"]).read_text())["finished_at"]
+    assert result["backup"]["finished_at"] == finished
+    assert result["backup"]["finished_at_epoch"] == datetime.fromisoformat(finished).timestamp()
     assert result["verified"] == [
         f"the manifest of {live['made']['name']} is signed by backup key {live['made']['key_id']}",
         f"{result['tables']} tables present with the manifest's row counts ({result['rows']} rows)",
