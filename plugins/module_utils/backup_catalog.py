@@ -721,9 +721,21 @@ def scan(directory, database=None, include_legacy=True, keys=None):
     return {"backups": entries, "partials": partials}
 
 
+def epoch_of(value):
+    """Epoch seconds of a timestamp (parse_timestamp), or None when there is none or it cannot be read."""
+    if value in (None, ""):
+        return None
+    try:
+        return parse_timestamp(value).timestamp()
+    except CatalogError:
+        return None
+
+
 def public_entry(entry, now=None):
-    """An entry as modules return it (no internal fields; the manifest stays out unless asked)."""
+    """An entry as modules return it (no internal fields; the manifest stays out unless asked), with
+    ``finished_at_epoch`` - the end of the backup, its recovery point - so that no caller re-parses it."""
     out = {k: v for k, v in entry.items() if k not in ("manifest", "directory")}
+    out["finished_at_epoch"] = epoch_of(entry.get("finished_at"))
     if entry.get("timestamp") is not None:
         now = now or utcnow()
         out["age_seconds"] = max(0, int(now.timestamp() - entry["timestamp"]))

@@ -17,6 +17,7 @@ import contextlib
 import glob
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -70,6 +71,7 @@ class Connection:
         ca_cert=None,
         connect_timeout=10,
         bindir=None,
+        os_user=None,
     ):
         self.host = host or None
         self.port = port
@@ -81,6 +83,9 @@ class Connection:
         self.ca_cert = ca_cert
         self.connect_timeout = connect_timeout
         self.bindir = bindir
+        # The operating system user psql runs as (peer authentication over the Unix socket, as
+        # `become_user: postgres` gives a module), when this process is root and another user is named.
+        self.os_user = os_user or None
 
     @classmethod
     def from_params(cls, params):
@@ -126,9 +131,36 @@ class Connection:
         # psql must not read the operator's ~/.psqlrc (-X) nor page its output.
         env["PAGER"] = "cat"
         env.pop("PSQL_PAGER", None)
+        identity = self._os_identity()
+        if identity is not None:
+            env.update(HOME=identity.pw_dir, USER=identity.pw_name, LOGNAME=identity.pw_name)
         if extra:
             env.update(extra)
         return env
+
+    def _os_identity(self):
+        """The passwd entry of os_user when the tools must switch to it, else None."""
+        if not self.os_user:
+            return None
+        try:
+            entry = pwd.getpwnam(self.os_user)
+        except KeyError:
+            raise PgError(f"the operating system user {self.os_user!r} does not exist on this host") from None
+        if entry.pw_uid == os.geteuid():
+            return None
+        if os.geteuid() != 0:
+            raise PgError(
+                f"running psql as the operating system user {self.os_user!r} needs root: run the task with "
+                f"become: true (or become {self.os_user!r} directly)"
+            )
+        return entry
+
+    def process_identity(self):
+        """subprocess keyword arguments that run a tool as os_user ({} when no switch is needed)."""
+        entry = self._os_identity()
+        if entry is None:
+            return {}
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": [], "cwd": "/"}
 
     def redact(self, text):
         """text with the password (if any) blanked out."""
@@ -265,6 +297,7 @@ def run(argv, conn=None, input_text=None, timeout=None, env_extra=None, *, text=
 
     With text false, input_text and the outputs are bytes (a compressor's sample).
     """
+    identity = conn.process_identity() if conn is not None else {}
     try:
         result = subprocess.run(
             argv,
@@ -274,6 +307,7 @@ def run(argv, conn=None, input_text=None, timeout=None, env_extra=None, *, text=
             env=_env(conn, env_extra),
             timeout=timeout,
             check=False,
+            **identity,
         )
     except subprocess.TimeoutExpired as err:
         raise PgError(f"{os.path.basename(argv[0])} did not finish within {timeout} s", cmd=argv) from err
@@ -291,7 +325,8 @@ def spawn(argv, conn=None, env_extra=None, **popen_kwargs):
     """
     if "env" in popen_kwargs:
         raise TypeError("spawn sets the environment itself: pass conn and env_extra")
-    return subprocess.Popen(argv, env=_env(conn, env_extra), **popen_kwargs)
+    identity = conn.process_identity() if conn is not None else {}
+    return subprocess.Popen(argv, env=_env(conn, env_extra), **identity, **popen_kwargs)
 
 
 def stop_process(proc, timeout=5, *, ask=True):

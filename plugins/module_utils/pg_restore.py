@@ -39,7 +39,7 @@ import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers, pg_cli
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, db_checks, leftovers, pg_cli
 from ansible_collections.tokotani.dr.plugins.module_utils.leftovers import (
     FAILED_RESTORE,
     PRE_RESTORE,
@@ -177,6 +177,7 @@ class RestoreEngine:
         self.created = None
         self.assertions = check_assertions(self.p.get("assertions"))
         self.assertion_results = []
+        self.table_counts = None
         self.keys = backup_keys.keyring(self.p)
         self.keep_previous, self.keep_previous_days = leftovers.keep_previous_settings(self.p)
         self.lock_dir = self.p.get("backup_dir")
@@ -502,8 +503,18 @@ class RestoreEngine:
             failed_check="restore without SQL errors",
         )
 
-    def _check(self, entry, target):
-        """Tables present, row counts equal to the manifest's. Returns (tables, rows)."""
+    def compare_with_manifest(self, entry, dbname, growing_tables=(), count_if_missing=True):
+        """Every table of the entry's manifest with its row count in dbname, judged by the checks engine
+        (db_checks: exact counts, at least the manifest's for growing_tables, a missing table fails).
+        Also kept as self.table_counts (what modules return per table)."""
+        tables = (entry.get("manifest") or {}).get("tables") or []
+        counted = db_checks.count_tables(self.psql, dbname, tables, count_if_missing=count_if_missing)
+        compared = db_checks.compare_counts(counted, growing_tables)
+        self.table_counts = db_checks.public_counts(compared)
+        return compared
+
+    def _check(self, entry, target, growing_tables=(), count_if_missing=False):
+        """Tables present, row counts as the manifest's (exact unless growing). Returns (tables, rows)."""
         tables = (entry.get("manifest") or {}).get("tables")
         if not tables:
             rows = self.psql.query_json(
@@ -515,41 +526,33 @@ class RestoreEngine:
             )
             self.verified.append("restore finished without SQL errors (no manifest: row counts not compared)")
             return rows[0]["n"], None
-        present_sql = "\nUNION ALL\n".join(
-            f"SELECT json_build_object('i', {i}, 'present', "
-            f"to_regclass({quote_literal(quote_ident(t['schema']) + '.' + quote_ident(t['name']))}) IS NOT NULL)"
-            for i, t in enumerate(tables)
-        )
-        present = {
-            r["i"]: r["present"] for r in self.psql.query_json(present_sql + ";", target, what="checking tables")
-        }
-        missing = ["{}.{}".format(t["schema"], t["name"]) for i, t in enumerate(tables) if not present.get(i)]
+        compared = self.compare_with_manifest(entry, target, growing_tables, count_if_missing)
+        missing = db_checks.missing_tables(compared)
         if missing:
             raise PgError(
                 f"the restored database lacks {len(missing)} table(s) of the manifest: {', '.join(missing[:20])}",
                 missing_tables=missing,
                 failed_check="tables present",
+                table_counts=self.table_counts,
             )
-        count_sql = "\nUNION ALL\n".join(
-            f"SELECT json_build_object('i', {i}, 'rows', count(*)) "  # noqa: S608 - identifiers are quoted
-            f"FROM {quote_ident(t['schema'])}.{quote_ident(t['name'])}"
-            for i, t in enumerate(tables)
-        )
-        counts = {r["i"]: r["rows"] for r in self.psql.query_json(count_sql + ";", target, what="counting rows")}
-        wrong = []
-        for i, table in enumerate(tables):
-            if counts.get(i) != table["rows"]:
-                wrong.append(
-                    f"{table['schema']}.{table['name']} has {counts.get(i)} rows, the manifest says {table['rows']}"
-                )
+        wrong = db_checks.wrong_counts(compared)
         if wrong:
             raise PgError(
                 "row counts differ from the manifest: " + "; ".join(wrong[:20]),
                 row_mismatches=wrong,
                 failed_check="row counts",
+                table_counts=self.table_counts,
             )
-        total = sum(t["rows"] for t in tables)
-        self.verified.append(f"{len(tables)} tables present with the manifest's row counts ({total} rows)")
+        total = sum(t["actual"] for t in compared)
+        grown = [t for t in compared if t["actual"] != t["expected"]]
+        if grown:
+            more = ", ".join(f"{t['table']} {t['actual']} >= {t['expected']}" for t in grown)
+            self.verified.append(
+                f"{len(tables)} tables present with the manifest's row counts, growing tables at least "
+                f"({total} rows; {more})"
+            )
+        else:
+            self.verified.append(f"{len(tables)} tables present with the manifest's row counts ({total} rows)")
         return len(tables), total
 
     def _check_and_analyze(self, entry, target):
@@ -595,51 +598,69 @@ class RestoreEngine:
             self.verified.append(f"assertion '{item['name']}' holds")
             self.log(f"assertion '{item['name']}' holds")
 
-    def check_existing(self):
-        """The restore's own checks on an existing database, changing nothing (tokotani.dr.postgresql_check).
-
-        With a backup: every table of its manifest is there with the manifest's row count (the
-        manifest is checked first, its signature included). Then every assertion, read-only. With
-        fail_on_problem false, every check runs whatever the others found, and the result says which
-        did not hold (``passed``, ``problems``) instead of raising.
-        """
+    def open_existing(self):
+        """Connect for checks of the existing database (postgresql_check, the checklist); it must exist."""
         self.psql = Psql(self.conn)
         self.server = server_info(self.psql)
         if not self._exists(self.database):
             raise PgError(f"the database {self.database} does not exist: nothing to check", failed_check="database")
+
+    def usable_manifest(self, entry=None):
+        """The backup of self.p['backup'] (or entry), resolved, with its manifest checked (schema, signature).
+
+        Raises PgError (failed_check ``backup integrity``) when it is not valid. A legacy backup
+        (no manifest) is returned as it is: it has no tables to compare.
+        """
+        entry = entry or self.resolve()
+        if not entry["valid"]:
+            raise PgError(
+                f"backup {entry['name']} is not valid: {'; '.join(entry['problems'])}. Nothing was checked.",
+                problems=entry["problems"],
+                failed_check="backup integrity",
+            )
+        if entry["kind"] == "managed":
+            self.verified.append(backup_keys.signature_line(entry, self.keys))
+        return entry
+
+    def assertion_report(self, dbname):
+        """Every assertion, whatever the others return: [{name, ok, problem?}] (also self.assertion_results)."""
+        for item in self.assertions:
+            problem = self._assertion_problem(item, dbname)
+            self.assertion_results.append(
+                {"name": item["name"], "ok": problem is None, **({"problem": problem} if problem else {})}
+            )
+            if problem is None:
+                self.verified.append(f"assertion '{item['name']}' holds")
+        return self.assertion_results
+
+    def check_existing(self):
+        """The restore's own checks on an existing database, changing nothing (tokotani.dr.postgresql_check).
+
+        With a backup: every table of its manifest is there with the manifest's row count (at least
+        that many for growing_tables; the manifest is checked first, its signature included). Then
+        every assertion, read-only. With fail_on_problem false, every check runs whatever the others
+        found, and the result says which did not hold (``passed``, ``problems``) instead of raising.
+        """
+        self.open_existing()
         report = not self.p.get("fail_on_problem", True)
+        growing = self.p.get("growing_tables") or []
         problems = []
         entry = None
         tables = rows = None
         if self.p.get("backup"):
             entry = self.resolve()
-            if not entry["valid"]:
-                failure = PgError(
-                    f"backup {entry['name']} is not valid: {'; '.join(entry['problems'])}. Nothing was checked.",
-                    problems=entry["problems"],
-                    failed_check="backup integrity",
-                )
+            try:
+                self.usable_manifest(entry)
+                if entry["kind"] == "managed":
+                    tables, rows = self._check(entry, self.database, growing, count_if_missing=True)
+            except PgError as err:
                 if not report:
-                    raise failure
-                problems.append(failure.msg)
-            elif entry["kind"] == "managed":
-                self.verified.append(backup_keys.signature_line(entry, self.keys))
-                try:
-                    tables, rows = self._check(entry, self.database)
-                except PgError as err:
-                    if not report:
-                        raise
-                    problems.append(err.msg)
+                    raise
+                problems.append(err.msg)
         if report:
-            for item in self.assertions:
-                problem = self._assertion_problem(item, self.database)
-                self.assertion_results.append(
-                    {"name": item["name"], "ok": problem is None, **({"problem": problem} if problem else {})}
-                )
-                if problem is None:
-                    self.verified.append(f"assertion '{item['name']}' holds")
-                else:
-                    problems.append(f"assertion '{item['name']}' failed: {problem}")
+            for item in self.assertion_report(self.database):
+                if not item["ok"]:
+                    problems.append(f"assertion '{item['name']}' failed: {item['problem']}")
         else:
             self._run_assertions(self.database)
         return {
@@ -650,6 +671,7 @@ class RestoreEngine:
             "backup": catalog.public_entry(entry) if entry else None,
             "tables": tables,
             "rows": rows,
+            "table_counts": self.table_counts,
             "verified": self.verified,
             "assertions": self.assertion_results,
             "warnings": self.warnings,
@@ -1124,4 +1146,5 @@ def check(params, check_mode=False, log=None):
     except PgError as err:
         err.details.setdefault("verified", list(engine.verified))
         err.details.setdefault("assertions", list(engine.assertion_results))
+        err.details.setdefault("table_counts", engine.table_counts)
         raise

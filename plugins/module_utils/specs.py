@@ -197,7 +197,39 @@ def check_argument_spec():
         backup_dir={"type": "path"},
         source_database={"type": "str"},
         assertions=assertions_option(),
+        growing_tables={"type": "list", "elements": "str", "default": []},
         fail_on_problem={"type": "bool", "default": True},
+    )
+    spec.update(key_argument_spec())
+    return spec
+
+
+def checklist_argument_spec():
+    """tokotani.dr.recovery_checklist."""
+    spec = postgres_argument_spec()
+    spec.update(
+        stage={"type": "str", "default": "checks", "choices": ["checks", "notify"]},
+        server_name={"type": "str"},
+        database={"type": "str", "aliases": ["db"]},
+        login_os_user={"type": "str"},
+        assertions=assertions_option(),
+        manifest={"type": "str", "default": ""},
+        growing_tables={"type": "list", "elements": "str", "default": []},
+        pm2_apps={"type": "list", "elements": "str", "default": []},
+        pm2_user={"type": "str"},
+        pm2_home={"type": "path"},
+        pm2_executable={"type": "path"},
+        app_url={"type": "str", "default": "http://127.0.0.1:3000"},
+        products_limit={"type": "int", "default": 5},
+        http_timeout={"type": "int", "default": 10},
+        alerts_timeout={"type": "float", "default": 15},
+        alerts_delay={"type": "float", "default": 1},
+        notify_tasks={"type": "str", "default": ""},
+        notify_tasks_outcome={"type": "dict"},
+        notify_webhook_url={"type": "str", "default": "", "no_log": True},
+        notify_webhook_headers={"type": "dict", "default": {}, "no_log": True},
+        notify_validate_certs={"type": "bool", "default": True},
+        checklist={"type": "dict"},
     )
     spec.update(key_argument_spec())
     return spec

@@ -161,6 +161,9 @@ backups:
     finished_at:
       description: End time, ISO 8601 UTC.
       type: str
+    finished_at_epoch:
+      description: End time, epoch seconds (the recovery point of the backup); null when unknown (legacy files).
+      type: float
     timestamp:
       description: Start time, epoch seconds.
       type: float

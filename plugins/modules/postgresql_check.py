@@ -11,8 +11,9 @@ description:
   - Runs on an existing database the checks M(tokotani.dr.postgresql_restore) runs on the copy it restored, with
     the same code - after a recovery, on the live database it swapped in.
   - With O(backup) - the backup's manifest is checked first (schema, checksums are not re-read, signature with
-    O(backup_key)), then every table of the manifest must be there with exactly the manifest's row count. Table
-    names from the manifest reach the server only as quoted identifiers.
+    O(backup_key)), then every table of the manifest must be there with exactly the manifest's row count - at least
+    that many for O(growing_tables). Table names from the manifest reach the server only as quoted identifiers.
+    The restore runs the same check (plugins/module_utils/db_checks.py), always exact.
   - Then every assertion of O(assertions), each as one cursor in its own session that is read-only at the server.
   - Fails with the first check that does not hold, saying which (RV(failed_check)) and what was found; with
     O(fail_on_problem=false), runs them all and reports instead.
@@ -48,6 +49,14 @@ options:
   source_database:
     description: The database the backup was taken of, for O(backup=latest); defaults to O(database).
     type: str
+  growing_tables:
+    description:
+      - Tables the running application writes to, which pass with at least the manifest's row count instead of
+        exactly it (after the application restarted on the recovered database) - each a name (a table of the
+        C(public) schema) or C(schema.name). A missing table fails whatever this says.
+    type: list
+    elements: str
+    default: []
   assertions:
     description:
       - SQL checks, each a query that must return exactly one row whose first column is V(true), run as with
@@ -86,6 +95,17 @@ EXAMPLES = r"""
         sql: SELECT count(*) > 0 FROM _prisma_migrations
   become: true
   become_user: postgres
+
+- name: With the application running again - the tables it writes to may only have grown
+  tokotani.dr.postgresql_check:
+    database: tokotani
+    backup: /srv/tokotani/shared/backups/backup_2026-01-05_02-00-00.manifest.json
+    backup_key: "{{ tokotani_backup_key }}"
+    growing_tables: [engine_heartbeat, sessions]
+    fail_on_problem: false
+  become: true
+  become_user: postgres
+  register: live_check
 """
 
 RETURN = r"""
@@ -117,10 +137,39 @@ tables:
   type: int
   sample: 14
 rows:
-  description: Rows counted, equal to the manifest's; null without O(backup).
+  description:
+    - Rows counted - the manifest's, plus what O(growing_tables) gained; null without O(backup).
   returned: success
   type: int
   sample: 120331
+table_counts:
+  description:
+    - Each table of the manifest as compared - null without O(backup) or when the manifest was not usable (also
+      returned on failure).
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    table:
+      description: C(schema.name).
+      type: str
+      sample: public.sessions
+    expected:
+      description: The manifest's row count.
+      type: int
+      sample: 390
+    actual:
+      description: The rows counted; null when the table is missing.
+      type: int
+      sample: 402
+    growing:
+      description: Whether the table is one of O(growing_tables) (at least RV(table_counts[].expected) rows suffice).
+      type: bool
+      sample: true
+    ok:
+      description: Whether the table holds.
+      type: bool
+      sample: true
 verified:
   description: What was checked and held, one sentence each (also on failure - what held before it).
   returned: always

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,9 @@ def test_the_live_database_matches_its_backup_and_the_assertions_hold(pg_cluster
     )
     assert not result.get("failed") and result["changed"] is False, result
     assert result["tables"] == live["made"]["tables"] and result["rows"] == live["made"]["rows"]
+    finished = json.loads(Path(live["manifest"]).read_text())["finished_at"]
+    assert result["backup"]["finished_at"] == finished
+    assert result["backup"]["finished_at_epoch"] == datetime.fromisoformat(finished).timestamp()
     assert result["verified"] == [
         f"the manifest of {live['made']['name']} is signed by backup key {live['made']['key_id']}",
         f"{result['tables']} tables present with the manifest's row counts ({result['rows']} rows)",
@@ -128,3 +132,64 @@ def test_a_report_runs_every_check_and_names_each_one_that_did_not_hold(pg_clust
         assert "assertion 'true one' holds" in result["verified"]
     finally:
         pg_cluster.psql("DELETE FROM users WHERE email = 'ck-report@example.com';", db=DB)
+
+
+def test_growing_tables_may_only_grow_and_every_table_is_returned(pg_cluster, live):
+    pg_cluster.psql(
+        "INSERT INTO users (email, name) VALUES ('ck-grow-1@example.com', 'a'), ('ck-grow-2@example.com', 'b');",
+        db=DB,
+    )
+    try:
+        grown = check(pg_cluster, backup=live["manifest"], backup_key=KEY, growing_tables=["users"])
+        assert not grown.get("failed") and grown["passed"] is True, grown
+        users = next(t for t in grown["table_counts"] if t["table"] == "public.users")
+        assert users["actual"] == users["expected"] + 2 and users["growing"] is True and users["ok"] is True
+        assert grown["rows"] == live["made"]["rows"] + 2
+        assert (
+            f"{grown['tables']} tables present with the manifest's row counts, growing tables at least "
+            f"({grown['rows']} rows; public.users {users['actual']} >= {users['expected']})"
+        ) in grown["verified"]
+        assert all(t["ok"] and not t["growing"] for t in grown["table_counts"] if t is not users)
+
+        # schema.name works as well; a table that is not growing must still match exactly
+        exact = check(pg_cluster, backup=live["manifest"], backup_key=KEY, growing_tables=["public.orders"])
+        assert exact["failed"] and exact["failed_check"] == "row counts", exact
+        assert exact["msg"] == (
+            f"row counts differ from the manifest: public.users has {users['actual']} rows, "
+            f"the manifest says {users['expected']}"
+        )
+        assert next(t for t in exact["table_counts"] if t["table"] == "public.orders")["growing"] is True
+
+        pg_cluster.psql(
+            "DELETE FROM users WHERE email LIKE 'ck-grow-%'; CREATE TABLE ck_kept AS SELECT * FROM sessions LIMIT 1;",
+            db=DB,
+        )
+        pg_cluster.psql("DELETE FROM sessions WHERE id IN (SELECT id FROM ck_kept);", db=DB)
+        shrunk = check(
+            pg_cluster, backup=live["manifest"], backup_key=KEY, growing_tables=["sessions"], fail_on_problem=False
+        )
+        sessions = next(t for t in shrunk["table_counts"] if t["table"] == "public.sessions")
+        assert shrunk["passed"] is False and sessions["ok"] is False
+        assert shrunk["problems"] == [
+            f"row counts differ from the manifest: public.sessions has {sessions['expected'] - 1} rows, "
+            f"the manifest says at least {sessions['expected']}"
+        ]
+    finally:
+        pg_cluster.psql(
+            "DELETE FROM users WHERE email LIKE 'ck-grow-%'; CREATE TABLE IF NOT EXISTS ck_kept (LIKE sessions); "
+            "INSERT INTO sessions SELECT * FROM ck_kept ON CONFLICT DO NOTHING; DROP TABLE ck_kept;",
+            db=DB,
+        )
+
+
+def test_a_missing_table_is_reported_with_the_counts_of_the_others(pg_cluster, live):
+    pg_cluster.psql("ALTER TABLE order_items RENAME TO ck_away;", db=DB)
+    try:
+        result = check(pg_cluster, backup=live["manifest"], backup_key=KEY, fail_on_problem=False)
+    finally:
+        pg_cluster.psql("ALTER TABLE ck_away RENAME TO order_items;", db=DB)
+    assert result["passed"] is False
+    assert result["problems"] == ["the restored database lacks 1 table(s) of the manifest: public.order_items"]
+    missing = [t for t in result["table_counts"] if t["actual"] is None]
+    assert [t["table"] for t in missing] == ["public.order_items"] and not missing[0]["ok"]
+    assert all(t["ok"] for t in result["table_counts"] if t["actual"] is not None)

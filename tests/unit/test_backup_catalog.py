@@ -354,3 +354,19 @@ def test_line_counter_across_chunks():
     for start in range(0, len(payload), 4097):
         counter.feed(payload[start : start + 4097])
     assert counter.rows() == 100000 and counter.bytes == len(payload)
+
+
+@pytest.mark.parametrize(
+    ("finished", "epoch"),
+    [
+        ("2026-01-05T02:00:12.500000Z", 1767578412.5),
+        ("2026-01-05T02:00:12+00:00", 1767578412.0),
+        (None, None),
+        ("", None),
+        ("not a time", None),
+    ],
+)
+def test_public_entries_carry_the_end_as_epoch_seconds(finished, epoch):
+    entry = {"name": "backup_2026-01-05_02-00-00", "finished_at": finished, "timestamp": None, "manifest": {}}
+    public = catalog.public_entry(entry)
+    assert public["finished_at_epoch"] == epoch and "manifest" not in public

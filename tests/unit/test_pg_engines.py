@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -207,3 +209,25 @@ def test_restore_names_fit_postgres_limits():
     multibyte = pg_restore.derived_name("δ" * 40, "__restore_20260105_020000")
     assert len(multibyte.encode()) <= 63
     multibyte.encode().decode()
+
+
+def test_os_user_switches_only_when_needed_and_only_as_root():
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert Connection(os_user=None).process_identity() == {}
+    assert Connection(os_user=me).process_identity() == {}
+    assert "HOME" not in Connection(os_user=me).env() or Connection(os_user=me).env()["HOME"] == os.environ.get("HOME")
+    with pytest.raises(PgError, match="'tokotani-nobody-such' does not exist on this host"):
+        Connection(os_user="tokotani-nobody-such").process_identity()
+    other = "nobody" if me != "nobody" else "root"
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(other)
+        assert Connection(os_user=other).process_identity() == {
+            "user": entry.pw_uid,
+            "group": entry.pw_gid,
+            "extra_groups": [],
+            "cwd": "/",
+        }
+        assert Connection(os_user=other).env()["HOME"] == entry.pw_dir
+    else:
+        with pytest.raises(PgError, match="needs root"):
+            Connection(os_user=other).process_identity()

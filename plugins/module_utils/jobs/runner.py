@@ -47,6 +47,7 @@ HOST_MODULES = (
     "pg_cli.py",
     "leftovers.py",
     "pg_backup.py",
+    "db_checks.py",
     "pg_restore.py",
     "offsite_crypto.py",
     "s3_offsite.py",
