@@ -1,6 +1,7 @@
 #!/usr/bin/python
 # Copyright: (c) 2026, TokoTani DevOps Team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# Engine: plugins/module_utils/checklist.py (the items), db_checks.py and pg_restore.py (the database checks), pm2.py.
 
 DOCUMENTATION = r"""
 module: recovery_checklist

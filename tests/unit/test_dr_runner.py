@@ -43,6 +43,8 @@ def test_a_successful_run_is_the_last_success():
         "ok": True,
         "started_at": "2026-01-05T02:00:00.000000Z",
         "finished_at": "2026-01-05T02:00:42.500000Z",
+        "started_at_epoch": T0.timestamp(),
+        "finished_at_epoch": T1.timestamp(),
         "duration": 42.5,
         "msg": "ok",
         "summary": {"size": 3},

@@ -105,6 +105,8 @@ def status_document(job, result, started, finished, previous):
         "ok": ok,
         "started_at": catalog.iso(started),
         "finished_at": catalog.iso(finished),
+        "started_at_epoch": round(started.timestamp(), 6),
+        "finished_at_epoch": round(finished.timestamp(), 6),
         "duration": round((finished - started).total_seconds(), 3),
         "msg": result.get("msg", ""),
         "summary": result.get("summary", {}),
