@@ -130,9 +130,7 @@ class Run:
         self.found = {}
         self.unexpected = ""
         self.url = (self.p["app_url"] or "").rstrip("/")
-        conn_params = dict(self.p)
-        self.conn = Connection.from_params(conn_params)
-        self.conn.os_user = self.p.get("login_os_user")
+        self.conn = Connection.from_params(self.p)
         self.engine = None
 
     def step(self, key, title, fn):

@@ -101,6 +101,7 @@ class Connection:
             ca_cert=params.get("ca_cert"),
             connect_timeout=params.get("connect_timeout") or 10,
             bindir=params.get("pg_bindir"),
+            os_user=params.get("login_os_user"),
         )
 
     def describe(self):
