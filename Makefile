@@ -58,7 +58,7 @@ unit: venv
 
 integration: venv
 	@$(ENSURE) postgres node zstd docker
-	$(BIN)/pytest tests/integration
+	$(BIN)/pytest -n 2 --dist loadfile tests/integration
 
 molecule: venv image
 	cd $(CURDIR) && PATH=$(BIN):$$PATH scripts/molecule.sh $(SCENARIOS)
