@@ -356,6 +356,55 @@ def stop_process(proc, timeout=5, *, ask=True):
     return True
 
 
+# What PostgreSQL says when the data itself is damaged (a read of a page, a TOAST chunk, a commit log
+# entry): an operator should look at the disk and recover the database, not at the tooling.
+CORRUPTION_MARKERS = (
+    "invalid page in block",
+    "could not read block",
+    "page verification failed",
+    "checksum verification failed",
+    "unexpected zero page",
+    "missing chunk number",
+    "unexpected chunk number",
+    "invalid memory alloc request size",
+    "could not access status of transaction",
+    "found xmin",
+    "uncommitted xmin",
+    "invalid compressed data",
+)
+# Errors that only follow another one (a parallel worker's snapshot gone because the leader aborted).
+CONSEQUENTIAL_ERRORS = ("invalid snapshot identifier", "terminating connection because of crash", "canceling statement")
+
+
+def first_real_error(stderr):
+    """(the line an operator should read first, corruption: bool) from a client tool's stderr.
+
+    The server's own message ("Error message from server: ERROR: ...", "ERROR: ...") is preferred over the
+    tool's summary, and errors that only follow another (a parallel worker's "invalid snapshot identifier"
+    after the leader failed) are read last. Data corruption is named as such.
+    """
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    errors = [line for line in lines if "ERROR" in line or "error" in line or "FATAL" in line]
+    for line in lines:
+        if any(marker in line for marker in CORRUPTION_MARKERS):
+            return line, True
+    primary = [line for line in errors if not any(c in line for c in CONSEQUENTIAL_ERRORS)]
+    server = [line for line in primary if "ERROR:" in line or "FATAL:" in line]
+    for pool in (server, primary, errors):
+        if pool:
+            return pool[0], False
+    return (lines[-1] if lines else ""), False
+
+
+def corruption_advice(database):
+    """What to do about damaged data (a sentence)."""
+    return (
+        f"This is data corruption in database {database} on the server (a damaged page or row), not a problem of the "
+        "tooling: check the disk and the server's log, and recover the database from the last good backup "
+        "(playbooks/recover_db.yml -e confirm=true)."
+    )
+
+
 def connection_failure_message(conn, dbname, stderr):
     """An operator-facing sentence for the usual libpq failures."""
     text = stderr or ""
@@ -489,6 +538,21 @@ def database_properties(psql, dbname):
     props["is_template"] = row.get("datistemplate")
     props["allow_connections"] = row.get("datallowconn")
     return props
+
+
+def database_oids(psql, names):
+    """{name: OID, or None when there is no such database} (names reach psql as variables, never as SQL)."""
+    out = {}
+    for name in names:
+        rows = psql.query_json(
+            "SELECT json_build_object('oid', (SELECT oid FROM pg_database WHERE datname = :'n'));",
+            psql.conn.maintenance_db,
+            variables={"n": name},
+            what="reading the databases' OIDs",
+        )
+        value = rows[0]["oid"] if rows else None
+        out[name] = int(value) if value is not None else None
+    return out
 
 
 def server_info(psql):

@@ -231,3 +231,40 @@ def test_os_user_switches_only_when_needed_and_only_as_root():
     else:
         with pytest.raises(PgError, match="needs root"):
             Connection(os_user=other).process_identity()
+
+
+# --------------------------------------------------------------------------- the first real error
+
+PARALLEL_DUMP_STDERR = """\
+pg_dump: error: could not set snapshot: ERROR:  invalid snapshot identifier: "00000003-0000001B-1"
+pg_dump: error: Dumping the contents of table "order_items" failed: PQgetResult() failed.
+pg_dump: detail: Error message from server: ERROR:  invalid page in block 100 of relation base/16384/16410
+pg_dump: detail: Command was: COPY public.order_items (id, order_id) TO stdout;
+pg_dump: error: a worker process died unexpectedly
+"""
+
+
+def test_a_corrupt_page_is_named_before_the_workers_that_died_of_it():
+    line, corrupt = pg_cli.first_real_error(PARALLEL_DUMP_STDERR)
+    assert corrupt is True
+    assert (
+        line
+        == "pg_dump: detail: Error message from server: ERROR:  invalid page in block 100 of relation base/16384/16410"
+    )
+    assert pg_cli.corruption_advice("shop").startswith("This is data corruption in database shop on the server")
+
+
+def test_the_servers_message_comes_before_the_tools_summary():
+    stderr = (
+        'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n'
+        "pg_restore: warning: errors ignored on restore: 1\n"
+    )
+    assert pg_cli.first_real_error(stderr) == (
+        'pg_restore: error: could not execute query: ERROR:  relation "x" already exists',
+        False,
+    )
+    assert pg_cli.first_real_error("pg_dump: error: invalid snapshot identifier\n") == (
+        "pg_dump: error: invalid snapshot identifier",
+        False,
+    )
+    assert pg_cli.first_real_error("") == ("", False)
