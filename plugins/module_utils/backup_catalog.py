@@ -519,6 +519,7 @@ def blank_entry(stem, **fields):
         "valid": False,
         "signed": False,
         "signed_by": None,
+        "suspicious": None,
         "problems": [],
         "manifest": None,
     }
@@ -542,6 +543,7 @@ def fill_from_manifest(entry, doc, stem, stored_as):
         label=doc.get("label"),
         started_at=doc["started_at"],
         finished_at=doc["finished_at"],
+        suspicious=doc.get("suspicious"),
     )
     try:
         entry["timestamp"] = parse_timestamp(doc["started_at"]).timestamp()
@@ -742,15 +744,32 @@ def public_entry(entry, now=None):
     return out
 
 
-def newest(entries, before=None):
-    """The newest valid entry (optionally started strictly before a datetime), or None."""
+def newest(entries, before=None, accept_suspicious=False, skipped=None):
+    """The newest valid entry (optionally started strictly before a datetime), or None.
+
+    A suspicious entry (its manifest says a table shrank sharply: pg_backup's guard) is passed over unless
+    accept_suspicious; each one passed over is appended to the list skipped, when given.
+    """
     for entry in entries:
         if not entry["valid"] or entry["timestamp"] is None:
             continue
         if before is not None and entry["timestamp"] >= before.timestamp():
             continue
+        if entry.get("suspicious") and not accept_suspicious:
+            if skipped is not None:
+                skipped.append(entry)
+            continue
         return entry
     return None
+
+
+def suspicious_warning(entry):
+    """What an operator reads about a suspicious backup that latest passed over."""
+    reason = (entry.get("suspicious") or {}).get("reason") or "a table shrank sharply"
+    return (
+        f"the newer backup {entry['name']} is suspicious ({reason}): skipped. Name it (backup=) or set "
+        "accept_suspicious to restore it anyway"
+    )
 
 
 # --------------------------------------------------------------------------- retention
@@ -761,7 +780,8 @@ def plan_retention(entries, database, now, *, keep_days=14, keep_min=3, prune_le
 
     - Only valid, complete backups of ``database`` made by this tool are candidates; invalid or
       incomplete ones, other databases' and foreign files are never touched.
-    - The newest ``keep_min`` valid backups of the database are always kept, whatever their age.
+    - The newest ``keep_min`` valid backups of the database that are not suspicious are always kept,
+      whatever their age: backups of a damaged database never push the last good ones out.
     - Others are removed when they started more than ``keep_days`` days before now.
     - Legacy ``.sql.gz`` files (no manifest, no database) are removed only with prune_legacy, only
       when older than keep_days, and only while ``keep_min`` valid managed backups exist.
@@ -772,11 +792,13 @@ def plan_retention(entries, database, now, *, keep_days=14, keep_min=3, prune_le
     managed = [e for e in entries if e["kind"] == "managed" and e["database"] == database]
     managed.sort(key=lambda e: (e["timestamp"] or 0, e["name"]), reverse=True)
     valid = [e for e in managed if e["valid"]]
+    good = [e for e in valid if not e.get("suspicious")]
+    protected = {id(e) for e in good[:keep_min]}
     prune = []
     keep = []
-    for index, entry in enumerate(valid):
-        if index < keep_min:
-            keep.append((entry, f"among the newest {keep_min} (keep_min)"))
+    for entry in valid:
+        if id(entry) in protected:
+            keep.append((entry, f"among the newest {keep_min} that are not suspicious (keep_min)"))
         elif entry["timestamp"] is not None and entry["timestamp"] < cutoff:
             prune.append((entry, f"older than {keep_days} days"))
         else:
@@ -788,7 +810,7 @@ def plan_retention(entries, database, now, *, keep_days=14, keep_min=3, prune_le
     for entry in legacy:
         if not prune_legacy:
             keep.append((entry, "legacy file: pruned only with prune_legacy"))
-        elif len(valid) < keep_min:
+        elif len(good) < keep_min:
             keep.append((entry, "legacy file kept: fewer than keep_min valid backups exist"))
         elif entry["timestamp"] is not None and entry["timestamp"] < cutoff:
             prune.append((entry, f"legacy file older than {keep_days} days"))
@@ -1032,6 +1054,7 @@ def collect_info(params, now=None):
         "backups": public,
         "count": len(public),
         "valid_count": len([e for e in entries if e["valid"]]),
+        "suspicious": [e["name"] for e in entries if e["valid"] and e.get("suspicious")],
         "newest": pick(latest),
         "newest_age_seconds": pick(latest)["age_seconds"] if latest else None,
         "partials": listing["partials"],

@@ -108,3 +108,47 @@ def wrong_counts(compared):
 def public_counts(compared):
     """What modules return per table: table, expected, actual, growing, ok."""
     return [{k: t[k] for k in ("table", "expected", "actual", "growing", "ok")} for t in compared]
+
+
+# A backup is suspicious when a table of at least SHRINK_MIN_ROWS rows in the previous backup lost more
+# than SHRINK_THRESHOLD of them (or vanished): "half of a big table gone" is caught, a busy day's deletes
+# are not.
+SHRINK_THRESHOLD = 0.3
+SHRINK_MIN_ROWS = 1000
+
+
+def shrinkage(previous, current, *, threshold=SHRINK_THRESHOLD, min_rows=SHRINK_MIN_ROWS, per_table=None):
+    """Tables that shrank sharply from previous to current (manifest ``tables`` lists): a pure decision.
+
+    per_table maps a table (``name`` of the public schema, or ``schema.name``) to its own threshold (a
+    fraction of its rows; 1 never flags it). Returns a list of {table, previous_rows, rows, lost} (lost a
+    fraction, 1.0 for a table that is gone), largest loss first.
+    """
+    per_table = {(key if "." in key else f"public.{key}"): float(v) for key, v in (per_table or {}).items()}
+    now = {qualified(t): int(t["rows"]) for t in current}
+    found = []
+    for table in previous:
+        name = qualified(table)
+        before = int(table["rows"])
+        if before < min_rows:
+            continue
+        limit = per_table.get(name, threshold)
+        rows = now.get(name)
+        lost = 1.0 if rows is None else max(0.0, (before - rows) / before)
+        if lost > limit:
+            found.append({"table": name, "previous_rows": before, "rows": rows, "lost": round(lost, 4)})
+    found.sort(key=lambda item: (-item["lost"], item["table"]))
+    return found
+
+
+def shrinkage_text(found, compared_with):
+    """One sentence on what shrank, for the manifest and the messages."""
+    parts = []
+    for item in found[:5]:
+        if item["rows"] is None:
+            parts.append(f"{item['table']} is gone ({item['previous_rows']} rows before)")
+        else:
+            lost = round(item["lost"] * 100)
+            parts.append(f"{item['table']} has {item['rows']} rows, {lost}% fewer than {item['previous_rows']}")
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    return f"compared with {compared_with}: {'; '.join(parts)}{more}"

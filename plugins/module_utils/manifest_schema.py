@@ -120,6 +120,30 @@ MANIFEST_SCHEMA = {
             },
         },
         "zstd_choices": {"type": "object", "additionalProperties": {"type": ["integer", "string"], "maxLength": 64}},
+        "suspicious": {
+            "type": ["object", "null"],
+            "required": ["compared_with", "reason", "tables"],
+            "additionalProperties": False,
+            "properties": {
+                "compared_with": {"type": "string", "pattern": STEM_PATTERN},
+                "reason": _TEXT,
+                "tables": {
+                    "type": "array",
+                    "maxItems": 100,
+                    "items": {
+                        "type": "object",
+                        "required": ["table", "previous_rows", "rows", "lost"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "table": {"type": "string", "maxLength": 130},
+                            "previous_rows": _COUNT,
+                            "rows": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_COUNT},
+                            "lost": {"type": "number", "minimum": 0, "maximum": 1},
+                        },
+                    },
+                },
+            },
+        },
         "signature": {
             "type": "object",
             "required": ["algorithm", "key_id", "value"],

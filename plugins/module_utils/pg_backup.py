@@ -32,7 +32,7 @@ import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, leftovers, pg_cli
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, db_checks, leftovers, pg_cli, specs
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -70,6 +70,16 @@ READ_CHUNK = 1 << 20
 # Free space needed, as a fraction of pg_database_size, when space_check_ratio is not given.
 SPACE_RATIOS = {"none": 1.2, "gzip": 0.5, "zstd": 0.5}
 SPACE_RATIO_ZSTD_DIRECTORY = 0.75  # the table being written sits uncompressed until it is complete
+# With a previous backup, the estimate is its size times this margin (plus, for zstd directories, the
+# largest table, which sits uncompressed until it is complete), not a ratio of the database's size.
+SPACE_MARGIN = 1.25
+# From the catalog (relpages, as of the last VACUUM or ANALYZE), so that it takes no lock: a table locked by
+# a long transaction must block pg_dump, which says so, not this estimate.
+LARGEST_TABLE_SQL = (
+    "SELECT json_build_object('bytes', coalesce(max(c.relpages), 0)::bigint * current_setting('block_size')::bigint) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'm') "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema');"
+)
 
 LIST_TABLES_SQL = """
 SELECT json_build_object('schema', n.nspname, 'name', c.relname, 'oid', c.oid)
@@ -539,6 +549,22 @@ class BackupEngine:
         if self.p.get("keep_days", 14) < 0:
             raise PgError("keep_days cannot be negative")
         self.keep_previous, self.keep_previous_days = leftovers.keep_previous_settings(self.p)
+        try:
+            self.shrink = specs.shrink_settings(self.p)
+        except specs.SpecError as err:
+            raise PgError(str(err)) from None
+        self.baseline = None
+
+    def _find_baseline(self):
+        """The newest valid backup of the database here that is not itself suspicious: what the new one's
+        row counts are compared with, and what its size is estimated from."""
+        if not os.path.isdir(self.directory):
+            return None
+        listing = catalog.scan(self.directory, database=self.database, keys=self.keys)
+        for entry in listing["backups"]:
+            if entry["kind"] == "managed" and entry["valid"] and not entry.get("suspicious"):
+                return entry
+        return None
 
     def _preflight(self):
         self.psql = Psql(self.conn)
@@ -570,35 +596,40 @@ class BackupEngine:
                 )
 
     def _space_needed(self):
+        """(bytes needed, how it was estimated)."""
         ratio = self.p.get("space_check_ratio")
+        if ratio is None and self.baseline is not None and self.baseline.get("size"):
+            needed = int(self.baseline["size"] * SPACE_MARGIN)
+            how = f"{_mb(self.baseline['size'])} of the previous backup {self.baseline['name']} x {SPACE_MARGIN}"
+            if self.format == "directory" and self.compression == "zstd":
+                rows = self.psql.query_json(LARGEST_TABLE_SQL, self.database, what="sizing the largest table")
+                largest = int(rows[0]["bytes"]) if rows else 0
+                needed += largest
+                how += f" + {_mb(largest)} for the largest table, written uncompressed first"
+            return needed, how
         if ratio is None:
             ratio = SPACE_RATIOS[self.compression]
             if self.format == "directory" and self.compression == "zstd":
                 ratio = SPACE_RATIO_ZSTD_DIRECTORY
-        return int(self.props["size"] * float(ratio)), float(ratio)
+        ratio = float(ratio)
+        return int(self.props["size"] * ratio), f"database size {_mb(self.props['size'])} x {ratio:.2f}"
 
     def _check_space(self):
-        needed, ratio = self._space_needed()
+        needed, how = self._space_needed()
         if needed <= 0:
             return None
         probe = self.directory if os.path.isdir(self.directory) else _existing_parent(self.directory)
         free = catalog.free_bytes(probe)
         if free < needed:
             raise PgError(
-                "not enough free space for a backup of {} in {}: {} free, about {} needed "
-                "(database size {} x {:.2f}). Free some space, move backup_dir, or set space_check_ratio "
-                "(0 disables the check).".format(
-                    self.database,
-                    self.directory,
-                    _mb(free),
-                    _mb(needed),
-                    _mb(self.props["size"]),
-                    ratio,
-                ),
+                f"not enough free space for a backup of {self.database} in {self.directory}: {_mb(free)} free, "
+                f"about {_mb(needed)} needed ({how}). Free some space, move backup_dir, or set space_check_ratio "
+                "(a fraction of the database size; 0 disables the check; the backup role's "
+                "backup_space_check_ratio).",
                 free_bytes=free,
                 needed_bytes=needed,
             )
-        return {"free_bytes": free, "needed_bytes": needed, "ratio": ratio}
+        return {"free_bytes": free, "needed_bytes": needed, "estimate": how}
 
     # -- dump ----------------------------------------------------------------
     def _dump_argv(self, snapshot, target):
@@ -679,7 +710,10 @@ class BackupEngine:
             if follower is not None and follower.failed():
                 raise self._disk_aware(follower.errors[0])
             if dump.returncode != 0:
-                raise self._dump_error(argv, dump.returncode, dump_err.text())
+                # The counting session shares the dump's snapshot: when it failed first (a damaged page), pg_dump
+                # only says its snapshot is gone - the session's error is the cause.
+                counter.join(10)
+                raise self._dump_error(argv, dump.returncode, dump_err.text(), counted.get("error"))
             if comp_rc != 0:
                 text = comp_err.text()
                 raise self._disk_aware(
@@ -759,13 +793,15 @@ class BackupEngine:
             )
         return err
 
-    def _dump_error(self, argv, rc, stderr):
+    def _dump_error(self, argv, rc, stderr, session_error=None):
         stderr = self.conn.redact(stderr)
-        if rc < 0:
-            msg = f"pg_dump was killed by signal {-rc}"
-        else:
-            msg = f"pg_dump failed (rc {rc}): {excerpt(stderr, 3) or 'no message'}"
-        msg += "; no backup was written (the partial was removed, older backups are intact)"
+        if isinstance(session_error, PgError):
+            stderr = "\n".join(t for t in (session_error.stderr, session_error.msg, stderr) if t)
+        first, corrupt = pg_cli.first_real_error(stderr)
+        what = f"was killed by signal {-rc}" if rc < 0 else f"failed (rc {rc}): {first or 'no message'}"
+        msg = f"pg_dump {what}; no backup was written (the partial was removed, older backups are intact)"
+        if corrupt:
+            msg += ". " + pg_cli.corruption_advice(self.database)
         return self._disk_aware(PgError(msg, cmd=argv, rc=rc, stderr=excerpt(stderr)))
 
     # -- run -----------------------------------------------------------------
@@ -788,6 +824,7 @@ class BackupEngine:
                 self.warnings.append(skipped)
             result["removed_partials"] = removed
             janitor = self._janitor(result, check_mode=False)
+            self.baseline = self._find_baseline()
             space = None
             if self.p.get("space_check", True):
                 space = self._check_space()
@@ -840,13 +877,14 @@ class BackupEngine:
     def _check_mode_result(self, result, started_wall):
         stem = catalog.stem_for(started_wall)
         path = os.path.join(self.directory, f"{stem}.{self.ext}")
-        needed, ratio = self._space_needed()
+        self.baseline = self._find_baseline()
+        needed, how = self._space_needed()
         result.update(
             path=path,
             manifest_path=os.path.join(self.directory, catalog.manifest_name(stem)),
             name=stem,
             database_size=self.props["size"],
-            space={"needed_bytes": needed, "ratio": ratio},
+            space={"needed_bytes": needed, "estimate": how},
             server_version=self.server["server_version"],
             pg_dump=self.pg_dump,
             pg_dump_version=self.pg_dump_version,
@@ -909,6 +947,7 @@ class BackupEngine:
             "rows": sum(t["rows"] for t in manifest["tables"]),
             "signed": "signature" in manifest,
             "key_id": manifest.get("signature", {}).get("key_id"),
+            "suspicious": manifest.get("suspicious"),
             "manifest": manifest,
         }
 
@@ -986,7 +1025,28 @@ class BackupEngine:
             manifest["files"] = run["files"]
         if getattr(self, "follower", None) is not None:
             manifest["zstd_choices"] = dict(sorted(self.follower.choices.items()))
+        suspicious = self._suspicious(manifest["tables"])
+        if suspicious:
+            manifest["suspicious"] = suspicious
         return manifest
+
+    def _suspicious(self, tables):
+        """The suspicious-backup guard: tables that shrank sharply against the baseline (db_checks.shrinkage)."""
+        if not self.p.get("shrink_check", True) or self.baseline is None or not self.baseline.get("manifest"):
+            return None
+        threshold, min_rows, per_table = self.shrink
+        found = db_checks.shrinkage(
+            self.baseline["manifest"]["tables"], tables, threshold=threshold, min_rows=min_rows, per_table=per_table
+        )
+        if not found:
+            return None
+        reason = db_checks.shrinkage_text(found, self.baseline["name"])
+        self.warnings.append(
+            f"this backup is marked suspicious ({reason}): a recovery of latest skips it unless it is named or "
+            "accept_suspicious is set. If the shrink is expected (a purge), take one backup with shrink_check: false "
+            "(the backup role's backup_shrink_check) to make it the new baseline."
+        )
+        return {"compared_with": self.baseline["name"], "reason": reason, "tables": found[:100]}
 
     def _retention(self, apply):
         if not os.path.isdir(self.directory):

@@ -144,7 +144,8 @@ class ZstdStage:
                 return
         if proc.returncode != 0:
             raise PgError(
-                f"zstd cannot decompress {src} into {os.path.dirname(dest)} (full? set work_dir to a "
+                f"zstd cannot decompress {src} into {os.path.dirname(dest)} (full? set work_dir - "
+                "db_recovery_work_dir for recover_db.yml, backup_verify_work_dir for the weekly verification - to a "
                 "filesystem with room for the uncompressed data)",
                 cmd=argv,
                 rc=proc.returncode,
@@ -187,6 +188,8 @@ class RestoreEngine:
         self.claim = None
         self.swapped = False
         self.stopped = []
+        self.live_oid = None
+        self.restored_oid = None
 
     # -- resolving -------------------------------------------------------------
     def resolve(self):
@@ -204,18 +207,25 @@ class RestoreEngine:
             raise PgError(f"backup_dir {directory} does not exist")
         source = self.p.get("source_database") or self.database
         listing = catalog.scan(directory, database=source, keys=self.keys)
-        entry = catalog.newest(listing["backups"], before=before)
+        suspicious = []
+        entry = catalog.newest(
+            listing["backups"], before=before, accept_suspicious=self.p.get("accept_suspicious"), skipped=suspicious
+        )
         for skipped in listing["backups"]:
             if entry is not None and skipped is entry:
                 break
-            if not skipped["valid"] and (before is None or (skipped["timestamp"] or 0) < before.timestamp()):
+            if skipped in suspicious:
+                self.warnings.append(catalog.suspicious_warning(skipped))
+            elif not skipped["valid"] and (before is None or (skipped["timestamp"] or 0) < before.timestamp()):
                 self.warnings.append(
                     f"the newer backup {skipped['name']} is not valid ({'; '.join(skipped['problems'])}): skipped"
                 )
         if entry is None:
             what = f"before {catalog.iso(before)} " if before else ""
             why = ""
-            if listing["backups"]:
+            if suspicious:
+                why = f"; {catalog.suspicious_warning(suspicious[0])}"
+            elif listing["backups"]:
                 first = listing["backups"][0]
                 why = f"; the newest, {first['name']}: {'; '.join(first['problems'])}"
             raise PgError(
@@ -381,7 +391,8 @@ class RestoreEngine:
             self.claim = None
 
     def _drop(self, name):
-        """Drop a database this run created; True when it is gone (a warning says why not)."""
+        """Drop a database this run created; True only once it is checked gone (a warning says why not), so
+        that a message saying "was dropped" is a fact."""
         force = " WITH (FORCE)" if self.smajor >= 13 else ""
         try:
             self.psql.run_sql(
@@ -389,8 +400,12 @@ class RestoreEngine:
                 self.conn.maintenance_db,
                 what=f"dropping the incomplete database {name}",
             )
+            still_there = self._exists(name)
         except PgError as err:
             self.warnings.append(f"could not drop {name}: {err.msg}; the next restore or backup run drops it")
+            return False
+        if still_there:
+            self.warnings.append(f"{name} is still there after DROP DATABASE; the next restore or backup run drops it")
             return False
         return True
 
@@ -493,10 +508,9 @@ class RestoreEngine:
 
     def _restore_error(self, tool, argv, rc, stderr):
         stderr = self.conn.redact(stderr)
-        lines = [line for line in stderr.splitlines() if "ERROR" in line or "error" in line or "FATAL" in line]
-        first = lines[0] if lines else (excerpt(stderr, 1) or f"rc {rc}")
+        first, _corrupt = pg_cli.first_real_error(stderr)
         return PgError(
-            f"{tool} failed: {first.strip()}.",
+            f"{tool} failed: {first or f'rc {rc}'}.",
             cmd=argv,
             rc=rc,
             stderr=excerpt(stderr),
@@ -691,7 +705,41 @@ class RestoreEngine:
             return sql_error_text(err)
         return assertion_outcome(notices, marker)
 
-    def _swap(self, live, previous, new):
+    def _expect_live(self, oid, what):
+        """Refuse, before anything is changed, when the live database is not the one expected_oid names."""
+        expected = self.p.get("expected_oid")
+        if expected is None or expected == oid:
+            return
+        now = f"OID {oid}" if oid is not None else "missing"
+        raise SwapConflict(
+            f"refusing to {what}: the live database {self.database} ({now}) is not the one this recovery saw at "
+            f"its start (OID {expected}) - another run swapped a database in since. Nothing was changed.",
+            expected_oid=expected,
+            live_oid=oid,
+        )
+
+    def _swap_conflict(self, live, previous, new, expect):
+        """SwapConflict naming what each database is now (read after the rollback)."""
+        names = [n for n in (live, previous, new) if n]
+        try:
+            found = pg_cli.database_oids(self.psql, names)
+        except PgError as err:
+            found, seen = {}, f" (and they could not be read again: {err.msg})"
+        else:
+            seen = ""
+        now = ", ".join(f"{n} {'OID ' + str(found[n]) if found.get(n) is not None else 'missing'}" for n in found)
+        wanted = ", ".join(f"{n} OID {oid}" for n, oid in expect.items())
+        return SwapConflict(
+            f"the swap was rolled back, nothing was changed: after the renames the databases were not the ones this "
+            f"run saw (wanted {wanted}; before the swap: {now}{seen}) - another recovery or an operator changed "
+            f"{live} meanwhile.",
+            found=found,
+        )
+
+    def _swap(self, live, previous, new, expect):
+        """Rename live to previous (when there is one) and new to live, in one transaction that commits
+        only if, after the renames, every name of expect ({name: OID}) is the database this run saw:
+        a compare-and-swap. Otherwise it rolls back and raises SwapConflict saying what it found."""
         terminate = (
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "  # noqa: S608 - literals are quoted
             f"WHERE datname IN ({quote_literal(live)}, {quote_literal(new)}) AND pid <> pg_backend_pid();\n"
@@ -703,14 +751,16 @@ class RestoreEngine:
                 f"ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(previous)};\n"
                 f"ALTER DATABASE {quote_ident(new)} RENAME TO {quote_ident(live)};\n"
             )
-        sql = terminate + "BEGIN;\n" + renames + "COMMIT;\n"
+        sql = terminate + "BEGIN;\n" + renames + cas_sql(expect)
         last = None
         # The one step that touches the live database is never cut in two: a signal waits until the
         # transaction has committed or rolled back (self.swapped says which), then it is raised.
         with leftovers.deferred_signals():
             for attempt in range(1, SWAP_ATTEMPTS + 1):
                 try:
-                    self.psql.run_sql(sql, self.conn.maintenance_db, what="swapping the databases")
+                    out = self.psql.run_sql(sql, self.conn.maintenance_db, what="swapping the databases")
+                    if CAS_MISMATCH in out:
+                        raise self._swap_conflict(live, previous, new, expect)
                     self.swapped = True
                     return attempt
                 except PgError as err:
@@ -748,6 +798,8 @@ class RestoreEngine:
         """Names and properties: (target, previous or None, props)."""
         if self.mode == "replace":
             live_props = database_properties(self.psql, self.database)
+            self.live_oid = pg_cli.database_oids(self.psql, [self.database])[self.database]
+            self._expect_live(self.live_oid, "replace it")
             target = self._free_name(RESTORE_SCRATCH + ts, claim=not self.check_mode)
             previous = self._free_name(PRE_RESTORE + ts) if live_props else None
         else:
@@ -872,6 +924,8 @@ class RestoreEngine:
             timings=timings,
             swap_attempts=attempts,
             kept_databases=self.kept_databases,
+            restored_oid=self.restored_oid,
+            previous_oid=self.live_oid if previous else None,
             msg=f"restored {entry['name']} into {self.database}{kept}{self._summary()}",
         )
         return result
@@ -889,6 +943,7 @@ class RestoreEngine:
                 create_database_sql(target, props), self.conn.maintenance_db, what=f"creating database {target}"
             )
             created = True
+            self.restored_oid = pg_cli.database_oids(self.psql, [target])[target]
             self.log(f"restoring {entry['name']} into {target}")
             mark = time.monotonic()
             self._load(entry, target)
@@ -906,7 +961,12 @@ class RestoreEngine:
                 self._run_assertions(target)
                 timings["assertions"] = round(time.monotonic() - mark, 3)
             mark = time.monotonic()
-            attempts = self._swap(self.database, previous, target) if self.mode == "replace" else None
+            attempts = None
+            if self.mode == "replace":
+                expect = {self.database: self.restored_oid}
+                if previous is not None:
+                    expect[previous] = self.live_oid
+                attempts = self._swap(self.database, previous, target, expect)
             timings["swap"] = round(time.monotonic() - mark, 3)
             if self.mode == "replace":
                 kept = f", previous kept as {previous}" if previous else ""
@@ -996,6 +1056,15 @@ class RestoreEngine:
             )
         ts = stamp(catalog.utcnow())
         failed = self._free_name(FAILED_RESTORE + ts) if self._exists(self.database) else None
+        oids = pg_cli.database_oids(self.psql, [self.database, kept])
+        self._expect_live(oids[self.database], f"revert {self.database} to {kept}")
+        wanted = self.p.get("previous_oid")
+        if wanted is not None and oids[kept] != wanted:
+            raise SwapConflict(
+                f"refusing to revert {self.database} to {kept}: {kept} (OID {oids[kept]}) is not the database the "
+                f"recovery kept (OID {wanted}). Nothing was changed.",
+                found=oids,
+            )
         if not self.p.get("confirm") and not self.check_mode:
             raise self._refuse(kept, failed)
         self._clean(None)
@@ -1020,7 +1089,10 @@ class RestoreEngine:
             return result
         kept_as = f" (the database it replaced is kept as {failed})" if failed else ""
         try:
-            attempts = self._swap(self.database, failed, kept)
+            expect = {self.database: oids[kept]}
+            if failed:
+                expect[failed] = oids[self.database]
+            attempts = self._swap(self.database, failed, kept, expect)
             self._keep_previous()
         except leftovers.Interrupted as err:
             if self.swapped:
@@ -1035,9 +1107,34 @@ class RestoreEngine:
             duration=round(time.monotonic() - started, 3),
             swap_attempts=attempts,
             kept_databases=self.kept_databases,
+            restored_oid=oids[kept],
+            previous_oid=oids[self.database] if failed else None,
             msg=f"reverted {self.database} to {kept}{kept_as}{self._summary()}",
         )
         return result
+
+
+CAS_MISMATCH = "tokotani-compare-and-swap-mismatch"
+
+
+class SwapConflict(PgError):
+    """The databases are not the ones the run saw: the swap rolled back and changed nothing."""
+
+
+def cas_sql(expect):
+    """The end of the swap transaction: COMMIT when every name of expect ({name: OID}) is that database
+    after the renames, else ROLLBACK and print CAS_MISMATCH (psql's \\gset and \\if; names are quoted
+    literals, OIDs integers)."""
+    checks = " AND ".join(
+        f"(SELECT oid FROM pg_database WHERE datname = {quote_literal(name)})"  # noqa: S608 - a quoted literal
+        f" IS NOT DISTINCT FROM {int(oid)}::oid"
+        for name, oid in expect.items()
+    )
+    return (
+        f"SELECT ({checks or 'true'}) AS tokotani_cas_ok \\gset\n"
+        "\\if :tokotani_cas_ok\nCOMMIT;\n\\else\nROLLBACK;\n"
+        f"\\echo {CAS_MISMATCH}\n\\endif\n"
+    )
 
 
 def check_assertions(assertions):

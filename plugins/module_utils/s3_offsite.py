@@ -538,10 +538,11 @@ def public_entry(entry, now):
     return out
 
 
-def select_entry(entries, backup="latest", before=None, database=None):
-    """The entry a pull means: by name (stem, data or manifest name), or the newest valid (before a time).
+def select_entry(entries, backup="latest", before=None, database=None, accept_suspicious=False):
+    """The entry a pull means: by name (stem, data or manifest name), or the newest valid (before a time)
+    that is not suspicious (unless accept_suspicious).
 
-    Returns (entry, skipped) where skipped lists newer entries passed over because they are invalid.
+    Returns (entry, skipped) where skipped lists newer entries passed over (invalid, or suspicious).
     """
     pool = [e for e in entries if database is None or e["database"] == database]
     if backup and backup != "latest":
@@ -552,14 +553,14 @@ def select_entry(entries, backup="latest", before=None, database=None):
             if name in (entry["name"], entry["data"]):
                 return entry, []
         return None, []
-    chosen = catalog.newest(pool, before=before)
+    chosen = catalog.newest(pool, before=before, accept_suspicious=accept_suspicious)
     skipped = []
     for entry in pool:
         if entry is chosen:
             break
         if before is not None and entry["timestamp"] is not None and entry["timestamp"] >= before.timestamp():
             continue
-        if not entry["valid"]:
+        if not entry["valid"] or entry.get("suspicious"):
             skipped.append(entry)
     return chosen, skipped
 
@@ -1303,11 +1304,14 @@ def pull(opts, check_mode=False, store=None):
     store.check_bucket()
     entries, _incomplete, _objects = store.catalog()
     wanted = opts.get("backup") or "latest"
-    entry, skipped = select_entry(entries, wanted, before, opts.get("database"))
+    entry, skipped = select_entry(entries, wanted, before, opts.get("database"), opts.get("accept_suspicious"))
     warnings = [
-        f"the newer offsite backup {e['name']} is not valid ({'; '.join(e['problems'])}): skipped" for e in skipped
+        catalog.suspicious_warning(e)
+        if e["valid"]
+        else f"the newer offsite backup {e['name']} is not valid ({'; '.join(e['problems'])}): skipped"
+        for e in skipped
     ]
-    _check_selection(store, entry, wanted, before, opts)
+    _check_selection(store, entry, wanted, before, opts, skipped=skipped)
     doc = entry["manifest"]
     manifest_key, data_key, files = key_layout(store.prefix, doc)
     path = os.path.join(directory, doc["data"])
@@ -1392,7 +1396,7 @@ def pull(opts, check_mode=False, store=None):
     return result
 
 
-def _check_selection(store, entry, wanted, before, opts):
+def _check_selection(store, entry, wanted, before, opts, *, skipped=()):
     if entry is not None and entry["valid"]:
         return
     where = s3_url(store.bucket, object_key(store.prefix, ""))
@@ -1404,7 +1408,9 @@ def _check_selection(store, entry, wanted, before, opts):
         )
     if entry is None:
         when = f" from before {catalog.iso(before)}" if before else ""
-        raise OffsiteError("no_backup", f"no valid offsite backup{what}{when} in {where}")
+        passed = [catalog.suspicious_warning(e) for e in skipped if e["valid"]]
+        why = f" ({passed[0]})" if passed else ""
+        raise OffsiteError("no_backup", f"no valid offsite backup{what}{when} in {where}{why}")
     problems = "; ".join(entry["problems"])
     kind = "checksum_mismatch" if "bytes, the manifest says" in problems else "object_missing"
     if "manifest" in problems and entry["manifest"] is None:

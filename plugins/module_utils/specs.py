@@ -169,10 +169,35 @@ def backup_argument_spec():
         lock_timeout={"type": "int", "default": 300},
         space_check={"type": "bool", "default": True},
         space_check_ratio={"type": "float"},
+        shrink_check={"type": "bool", "default": True},
+        shrink_threshold={"type": "float", "default": 0.3},
+        shrink_min_rows={"type": "int", "default": 1000},
+        shrink_tables={"type": "dict", "default": {}},
         **keep_previous_argument_spec(),
     )
     spec.update(key_argument_spec())
     return spec
+
+
+def shrink_settings(params):
+    """(threshold, min_rows, per_table) of the suspicious-backup guard, checked; raises SpecError."""
+    threshold = float(params.get("shrink_threshold", 0.3))
+    min_rows = int(params.get("shrink_min_rows", 1000))
+    per_table = params.get("shrink_tables") or {}
+    if not 0 < threshold <= 1:
+        raise SpecError(f"shrink_threshold must be a fraction above 0 and at most 1, got {threshold}")
+    if min_rows < 0:
+        raise SpecError(f"shrink_min_rows must be 0 or more, got {min_rows}")
+    checked = {}
+    for table, value in per_table.items():
+        try:
+            fraction = float(value)
+        except (TypeError, ValueError):
+            raise SpecError(f"shrink_tables.{table}: {value!r} is not a fraction") from None
+        if not 0 < fraction <= 1:
+            raise SpecError(f"shrink_tables.{table} must be above 0 and at most 1, got {fraction}")
+        checked[str(table)] = fraction
+    return threshold, min_rows, checked
 
 
 def assertions_option():
@@ -235,6 +260,11 @@ def checklist_argument_spec():
     return spec
 
 
+def suspicious_argument_spec():
+    """accept_suspicious (doc fragment tokotani.dr.suspicious): latest around backups the guard marked."""
+    return {"accept_suspicious": {"type": "bool", "default": False}}
+
+
 def keep_previous_argument_spec():
     """The retention of the databases restores keep (leftovers.plan_keep_previous): backup, restore, backup_info."""
     return {
@@ -260,9 +290,37 @@ def restore_argument_spec():
         work_dir={"type": "path"},
         assertions=assertions_option(),
         previous_database={"type": "str"},
+        **suspicious_argument_spec(),
+        expected_oid={"type": "int"},
+        previous_oid={"type": "int"},
         **keep_previous_argument_spec(),
     )
     spec.update(key_argument_spec())
+    return spec
+
+
+RECOVERY_STATES = ["started", "step", "finished", "status"]
+
+
+def recovery_run_argument_spec():
+    """tokotani.dr.recovery_run."""
+    spec = postgres_argument_spec()
+    spec.update(
+        database={"type": "str", "required": True, "aliases": ["db"]},
+        state={"type": "str", "default": "status", "choices": RECOVERY_STATES},
+        state_dir={"type": "path", "required": True},
+        run_id={"type": "str"},
+        step={"type": "str"},
+        databases={"type": "dict", "default": {}},
+        outcome={"type": "str", "choices": ["recovered", "reverted", "failed", "refused"]},
+        summary={"type": "str"},
+        procedure={"type": "str", "default": "recover_db"},
+        operator={"type": "str"},
+        controller={"type": "str"},
+        stale_after={"type": "int", "default": 900},
+        break_lock={"type": "bool", "default": False},
+        check_databases={"type": "bool", "default": True},
+    )
     return spec
 
 
@@ -278,6 +336,7 @@ def offsite_argument_spec():
         backup_dir={"type": "path"},
         backup={"type": "str", "default": "latest"},
         before={"type": "str", "aliases": ["latest_before"]},
+        **suspicious_argument_spec(),
         database={"type": "str", "aliases": ["db"]},
         keep_days={"type": "int", "default": 14},
         keep_min={"type": "int", "default": 3},

@@ -212,8 +212,17 @@ valid_count:
   returned: always
   type: int
   sample: 14
+suspicious:
+  description:
+    - Names of the valid backups marked suspicious by the backup's guard (a table shrank sharply against the previous
+      backup); each element of RV(backups) carries the mark in C(suspicious) (C(compared_with), C(reason), C(tables)).
+      V(latest) passes over them.
+  returned: always
+  type: list
+  elements: str
+  sample: [backup_2026-01-05_02-00-00]
 newest:
-  description: The newest valid backup (an element of RV(backups)), or null.
+  description: The newest valid backup that is not suspicious (an element of RV(backups)), or null.
   returned: always
   type: dict
 newest_before:

@@ -43,6 +43,7 @@ author:
 extends_documentation_fragment:
   - tokotani.dr.s3
   - tokotani.dr.backup_key
+  - tokotani.dr.suspicious
 attributes:
   check_mode:
     support: full

@@ -126,10 +126,38 @@ options:
     default: true
   space_check_ratio:
     description:
-      - Free space needed, as a fraction of the database's size (C(pg_database_size)). Defaults to 0.75 for
-        zstd directory backups (a table being written sits uncompressed until it is complete), 0.5 for the
-        other compressed ones and 1.2 without compression. V(0) disables the check.
+      - Free space needed, as a fraction of the database's size (C(pg_database_size)). V(0) disables the check.
+      - When unset and there is a previous valid backup of the database in O(backup_dir), the estimate follows it
+        instead - its size x 1.25, plus for zstd directory backups the largest table (which sits uncompressed
+        until it is complete). Without one, 0.75 for zstd directory backups, 0.5 for the other compressed ones
+        and 1.2 without compression.
     type: float
+  shrink_check:
+    description:
+      - The suspicious-backup guard - compare the new backup's row counts with the newest valid backup of the
+        database here that is not itself suspicious, and mark the new one C(suspicious) in its (signed) manifest when
+        a table shrank sharply (see O(shrink_threshold)). A suspicious backup is never picked as V(latest) by
+        M(tokotani.dr.postgresql_restore) or M(tokotani.dr.backup_offsite) unless it is named or C(accept_suspicious)
+        is set, and M(tokotani.dr.backup_info) flags it.
+      - Set V(false) for one run after an expected shrink (a purge); that backup becomes the new baseline.
+    type: bool
+    default: true
+  shrink_threshold:
+    description:
+      - The fraction of a table's rows that may be lost since the baseline before the backup is suspicious (a
+        table that is gone always is), for tables of at least O(shrink_min_rows) rows in the baseline.
+    type: float
+    default: 0.3
+  shrink_min_rows:
+    description: Tables smaller than this in the baseline are never compared (a few test rows come and go).
+    type: int
+    default: 1000
+  shrink_tables:
+    description:
+      - Thresholds per table, overriding O(shrink_threshold) - keys C(name) (a table of the C(public) schema) or
+        C(schema.name), values fractions (V(1) never flags that table).
+    type: dict
+    default: {}
 notes:
   - "Format choice, measured on this project's 2-core machine with the generated shop database (about 1 GB
     on disk, 415 MB of SQL) - C(pg_dump > /dev/null) 2.5-3.5 s; C(pg_dump | gzip) 19-21 s, 131 MB;
@@ -307,10 +335,22 @@ removed_partials:
   elements: str
   sample: [backup_2026-01-04_02-00-00.dir.partial]
 space:
-  description: The free-space check - free bytes, needed bytes and the ratio used (null when disabled).
+  description: The free-space check - free bytes, needed bytes and how they were estimated (null when disabled).
   returned: always
   type: dict
-  sample: {"free_bytes": 70799572992, "needed_bytes": 767931917, "ratio": 0.75}
+  sample: {"free_bytes": 70799572992, "needed_bytes": 168000000,
+           "estimate": "128.0 MB of the previous backup backup_2026-01-04_02-00-00 x 1.25 + 8.0 MB for the largest
+                        table"}
+suspicious:
+  description:
+    - Set when the backup is suspicious (O(shrink_check)) - C(compared_with) (the baseline), C(reason), C(tables)
+      (each C(table), C(previous_rows), C(rows), C(lost)); null otherwise.
+  returned: success, when not in check mode
+  type: dict
+  sample: {"compared_with": "backup_2026-01-04_02-00-00",
+           "reason": "compared with backup_2026-01-04_02-00-00: public.order_items has 2290000 rows, 50% fewer than
+                      4590000",
+           "tables": [{"table": "public.order_items", "previous_rows": 4590000, "rows": 2290000, "lost": 0.5011}]}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -54,6 +54,7 @@ author:
 extends_documentation_fragment:
   - tokotani.dr.postgres
   - tokotani.dr.backup_key
+  - tokotani.dr.suspicious
   - tokotani.dr.keep_previous
 attributes:
   check_mode:
@@ -159,6 +160,20 @@ options:
       - O(mode=revert) - the kept database to swap back in. Defaults to the newest
         C(<database>__pre_restore_<timestamp>) on the server (the one the last replace kept).
     type: str
+  expected_oid:
+    description:
+      - Compare-and-swap - the OID the live database must have for the swap to happen (the one a recovery saw at its
+        start, RV(tokotani.dr.recovery_run#module:live_oid); in O(mode=revert), the restored one,
+        RV(restored_oid)). When the live database is another one (a concurrent recovery swapped its own in), nothing
+        is changed and the run fails saying what it found.
+      - Whatever this says, the swap itself commits only if, after the renames, the databases are the ones the run
+        saw a moment before; otherwise it rolls back.
+    type: int
+  previous_oid:
+    description:
+      - O(mode=revert) - the OID the kept database of O(previous_database) must have (RV(previous_oid) of the replace
+        that kept it); another database of that name is never swapped in.
+    type: int
 notes:
   - The restore's own sessions run with C(synchronous_commit=off); the swap commits synchronously, which
     flushes all of it.
@@ -241,6 +256,16 @@ previous_database:
   returned: always
   type: str
   sample: tokotani__pre_restore_20260105_083512
+restored_oid:
+  description: The OID of the database now live as O(database) (O(mode=replace) and O(mode=revert)).
+  returned: success, when not in check mode
+  type: int
+  sample: 16990
+previous_oid:
+  description: The OID of the database kept as RV(previous_database) (null when there was none).
+  returned: success, when not in check mode
+  type: int
+  sample: 16384
 reverted_from:
   description: The kept database swapped back in (O(mode=revert)).
   returned: when O(mode=revert)

@@ -370,3 +370,35 @@ def test_public_entries_carry_the_end_as_epoch_seconds(finished, epoch):
     entry = {"name": "backup_2026-01-05_02-00-00", "finished_at": finished, "timestamp": None, "manifest": {}}
     public = catalog.public_entry(entry)
     assert public["finished_at_epoch"] == epoch and "manifest" not in public
+
+
+# --------------------------------------------------------------------------- suspicious backups
+
+SHRUNK = {
+    "compared_with": "b1",
+    "reason": "compared with b1: public.order_items has 5 rows, 50% fewer than 10",
+    "tables": [],
+}
+
+
+def test_latest_passes_over_a_suspicious_backup_and_says_which():
+    newer = dict(entry("b2", days=0), suspicious=SHRUNK)
+    older = entry("b1", days=1)
+    skipped = []
+    assert catalog.newest([newer, older], skipped=skipped) is older
+    assert skipped == [newer]
+    assert catalog.newest([newer, older], accept_suspicious=True) is newer
+    assert catalog.suspicious_warning(newer) == (
+        "the newer backup b2 is suspicious (compared with b1: public.order_items has 5 rows, 50% fewer than 10): "
+        "skipped. Name it (backup=) or set accept_suspicious to restore it anyway"
+    )
+
+
+def test_suspicious_backups_never_push_the_last_good_ones_out_of_keep_min():
+    entries = [dict(entry(f"s{i}", days=i), suspicious=SHRUNK) for i in range(3)]
+    entries += [entry("good1", days=20), entry("good2", days=21), entry("good3", days=22)]
+    prune, keep = catalog.plan_retention(entries, "shop", NOW, keep_days=14, keep_min=2)
+    assert [e["name"] for e, _ in prune] == ["good3"]
+    kept = {e["name"]: reason for e, reason in keep}
+    assert kept["good1"] == kept["good2"] == "among the newest 2 that are not suspicious (keep_min)"
+    assert kept["s0"] == "within 14 days"

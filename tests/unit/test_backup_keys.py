@@ -221,4 +221,4 @@ def test_retention_never_counts_a_forged_newer_backup_among_keep_min(tmp_path):
     assert prune == []
     reasons = {e["name"]: r for e, r in keep}
     assert reasons["backup_2026-01-19_02-00-00"] == "invalid or incomplete: never pruned"
-    assert reasons["backup_2026-01-05_02-00-00"] == "among the newest 2 (keep_min)"
+    assert reasons["backup_2026-01-05_02-00-00"] == "among the newest 2 that are not suspicious (keep_min)"

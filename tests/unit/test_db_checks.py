@@ -106,3 +106,32 @@ def test_the_restore_does_not_count_when_a_table_is_missing():
     found = db_checks.count_tables(psql, "shop", tables, count_if_missing=False)
     assert [t["actual"] for t in found] == [None, None] and len(psql.sql) == 1
     assert db_checks.count_tables(RecordingPsql([]), "shop", []) == []
+
+
+# --------------------------------------------------------------------------- the suspicious-backup guard
+
+
+def tables(**rows):
+    return [{"schema": "public", "name": name, "rows": n} for name, n in rows.items()]
+
+
+def test_half_of_a_big_table_gone_is_caught_and_a_busy_day_is_not():
+    before = tables(order_items=4_590_000, orders=1_000_000, sessions=500)
+    after = tables(order_items=2_290_000, orders=900_000, sessions=10)
+    assert db_checks.shrinkage(before, after) == [
+        {"table": "public.order_items", "previous_rows": 4_590_000, "rows": 2_290_000, "lost": 0.5011}
+    ]
+
+
+def test_a_table_that_is_gone_is_always_caught():
+    found = db_checks.shrinkage(tables(orders=5000), tables())
+    assert found == [{"table": "public.orders", "previous_rows": 5000, "rows": None, "lost": 1.0}]
+    assert db_checks.shrinkage_text(found, "b1") == "compared with b1: public.orders is gone (5000 rows before)"
+
+
+def test_thresholds_per_table_override_the_default():
+    before = tables(carts=10_000, orders=10_000)
+    after = tables(carts=1_000, orders=8_500)
+    found = db_checks.shrinkage(before, after, per_table={"carts": 1, "public.orders": 0.1})
+    assert [f["table"] for f in found] == ["public.orders"]
+    assert db_checks.shrinkage(before, after, min_rows=20_000) == []

@@ -48,9 +48,18 @@ def test_a_successful_run_is_the_last_success():
         "duration": 42.5,
         "msg": "ok",
         "summary": {"size": 3},
+        "skipped": False,
     }
     assert doc["last_success"] == run
     assert doc["job"] == "backup"
+
+
+def test_a_skipped_run_is_not_a_failure_and_not_a_success():
+    previous = {"last_success": {"ok": True, "finished_at": "2026-01-04T02:00:40Z"}}
+    result = {"failed": False, "skipped": True, "msg": "skipped: a recovery of tokotani is in progress"}
+    doc = dr_runner.status_document("backup", result, T0, T1, previous)
+    assert doc["last_run"]["ok"] is True and doc["last_run"]["skipped"] is True
+    assert doc["last_success"] == previous["last_success"]
 
 
 def test_a_failed_run_keeps_the_previous_success():

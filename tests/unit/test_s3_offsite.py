@@ -221,6 +221,17 @@ def test_selecting_what_to_pull():
     assert s3.select_entry(entries, database="crm") == (None, [])
 
 
+def test_a_pull_of_latest_passes_over_a_suspicious_offsite_backup():
+    docs = [manifest(f"backup_2026-01-{day:02d}_02-00-00") for day in (10, 11)]
+    docs[1]["suspicious"] = {"compared_with": docs[0]["name"], "reason": "public.orders is gone", "tables": []}
+    objects, fetched = listing("", docs)
+    entries, _incomplete = s3.build_entries(objects, "", fetched)
+    chosen, skipped = s3.select_entry(entries)
+    assert chosen["name"] == docs[0]["name"] and [e["name"] for e in skipped] == [docs[1]["name"]]
+    assert s3.select_entry(entries, accept_suspicious=True)[0]["name"] == docs[1]["name"]
+    assert s3.select_entry(entries, docs[1]["name"])[0]["name"] == docs[1]["name"]
+
+
 # --------------------------------------------------------------------------- errors and retries
 
 

@@ -59,7 +59,7 @@ retention still runs and the run fails naming that backup.
 from __future__ import annotations
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import pg_backup, s3_offsite, specs
+from ansible_collections.tokotani.dr.plugins.module_utils import pg_backup, recovery_run, s3_offsite, specs
 
 SECTIONS = ("backup", "offsite")
 # Options of the offsite section that the job sets itself (with their aliases).
@@ -170,6 +170,25 @@ def _offsite(params, name, check_mode, log):
     return details, caught_up_error
 
 
+def _stand_aside(params, log):
+    """The skipped result while a recovery of the database is in progress (recovery_run), else None.
+
+    A backup then would be of the database being recovered (the damaged one, or one half swapped in)
+    and would become "latest".
+    """
+    recovering, note = recovery_run.in_progress(params["backup_dir"], params["database"])
+    if recovering is None:
+        if note:
+            log(f"warning: {note}")
+        return None
+    msg = (
+        f"skipped: a recovery of {params['database']} is in progress ({note}); nothing was backed up. The next "
+        "timer run backs it up, or start tokotani-backup.service once the recovery is done"
+    )
+    log(msg)
+    return {"failed": False, "changed": False, "skipped": True, "msg": msg, "summary": {"skipped": msg}}
+
+
 def run(config, log=None, check_mode=False, environ=None, via=None):
     """One backup run (see the module docstring). Raises specs.SpecError, PgError or CatalogError.
 
@@ -180,6 +199,9 @@ def run(config, log=None, check_mode=False, environ=None, via=None):
     log = log or (lambda msg: None)
     params, offsite_params = resolve_config(config, environ=environ, log=log)
     where = params["backup_dir"]
+    aside = _stand_aside(params, log)
+    if aside is not None:
+        return aside
     log(f"backing up database {params['database']} into {where}{' (check mode)' if check_mode else ''}")
     result = pg_backup.backup(params, check_mode=check_mode, log=log)
     for warning in result.get("warnings") or []:

@@ -49,6 +49,7 @@ HOST_MODULES = (
     "pg_backup.py",
     "db_checks.py",
     "pg_restore.py",
+    "recovery_run.py",
     "offsite_crypto.py",
     "s3_offsite.py",
     "specs.py",
@@ -110,8 +111,11 @@ def status_document(job, result, started, finished, previous):
         "duration": round((finished - started).total_seconds(), 3),
         "msg": result.get("msg", ""),
         "summary": result.get("summary", {}),
+        "skipped": bool(result.get("skipped")),
     }
-    last_success = run if ok else previous.get("last_success")
+    # A skipped run (a recovery was in progress) did not fail, and did not succeed either: the age of the
+    # last success keeps growing for monitoring.
+    last_success = run if ok and not run["skipped"] else previous.get("last_success")
     return {"job": job, "last_run": run, "last_success": last_success}
 
 

@@ -1,0 +1,537 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One recovery of a database at a time, and what each run did: the recovery record on the server.
+
+A recovery procedure (role ``db_recovery``; the module ``recovery_run``) takes the record of its
+database before it changes anything, writes each step into it as it goes, and closes it at the end.
+The record is a small JSON file beside the backups (``<backup_dir>/.tokotani-recovery.<db>.json``,
+0600), so every controller that drives this server (two engineers, a retried AWX job) sees it:
+
+- **start** refuses while another run's record is open and alive, naming it (who, from where, since
+  when, which step); it records the live database's OID, for the compare-and-swap of the restore.
+- **A run that died** (a killed controller, a lost connection) leaves its record open. The next run
+  recognises it as stale when both hold: no step was recorded for ``stale_after`` seconds (longer
+  than any step of the procedure but the restore), and no restore of the database is running on
+  this server (the restore holds the claim lock of its scratch database for its whole life; the
+  kernel releases it when the process dies). ``break_lock`` takes over earlier, once the operator
+  has checked; it never takes over from a restore that is still running. Either way the new run
+  reports what the dead one left, checked on the server (which database is live, what is left over).
+- **step** fails when the record is no longer this run's (another run judged it dead and took
+  over): the run stops instead of acting on databases it no longer owns.
+- **finish** closes it with the outcome and returns the timeline (every step with its start, end
+  and duration), which the drill reads for its RTO.
+
+The backup job reads the record too (``in_progress``): it stands aside while a recovery is open.
+Everything read back from the record is checked before use (``validate``): types, lengths and
+names; a record this collection did not write is set aside, never trusted, and never reaches SQL
+or a shell (database names go to psql as variables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import socket
+import time
+
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
+from ansible_collections.tokotani.dr.plugins.module_utils import leftovers, locks, pg_cli
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+
+SCHEMA = 1
+RECORD_PREFIX = ".tokotani-recovery."
+RECORD_SUFFIX = ".json"
+# A run that recorded no step for this long (seconds), while no restore of its database runs, is dead.
+STALE_AFTER = 900
+OPEN = "running"
+OUTCOMES = ("recovered", "reverted", "failed", "refused")
+STATES = (OPEN, *OUTCOMES)
+MAX_RECORD_BYTES = 256 * 1024
+MAX_STEPS = 200
+GUARD_TIMEOUT = 10
+_RUN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_STEP_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+MAX_TEXT = 2000
+
+
+class RecoveryError(DrError):
+    """A recovery record problem an operator acts on."""
+
+
+class RecoveryBusy(RecoveryError):
+    """Another run holds the recovery of this database."""
+
+
+# --------------------------------------------------------------------------- paths and reading
+
+
+def record_path(directory, database):
+    """The recovery record of database in directory (the name is made filesystem-safe)."""
+    base = catalog.lock_path(directory, database, prefix=RECORD_PREFIX)
+    return base[: -len(catalog.LOCK_SUFFIX)] + RECORD_SUFFIX
+
+
+def _guard_path(directory, database):
+    """The lock taken around every read-modify-write of the record (held for milliseconds)."""
+    return catalog.lock_path(directory, database, prefix=RECORD_PREFIX)
+
+
+def clean_text(value, limit=200):
+    """Read-back text made safe to print: no control characters, bounded."""
+    text = _CONTROL_RE.sub("?", str(value))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+
+
+def validate(doc, database):  # noqa: PLR0912 - one check per field, in order
+    """Problems of a record read back (empty when it is one this collection wrote for database)."""
+    if not isinstance(doc, dict):
+        return ["it is not a JSON object"]
+    problems = []
+    if doc.get("schema") != SCHEMA:
+        problems.append(f"schema is {clean_text(doc.get('schema'), 20)!s}, not {SCHEMA}")
+    if doc.get("database") != database:
+        problems.append("it names another database")
+    if not isinstance(doc.get("run_id"), str) or not _RUN_ID_RE.match(doc["run_id"]):
+        problems.append("run_id is not 16 hex characters")
+    if doc.get("state") not in STATES:
+        problems.append("state is not one of " + ", ".join(STATES))
+    for key in ("procedure", "operator", "controller", "host"):
+        if not isinstance(doc.get(key), str) or len(doc[key]) > 200:
+            problems.append(f"{key} is not a short string")
+    for key in ("started_at", "updated_at"):
+        if not _number(doc.get(key)):
+            problems.append(f"{key} is not epoch seconds")
+    if doc.get("finished_at") is not None and not _number(doc["finished_at"]):
+        problems.append("finished_at is not epoch seconds")
+    steps = doc.get("steps")
+    if not isinstance(steps, list) or len(steps) > MAX_STEPS:
+        problems.append(f"steps is not a list of at most {MAX_STEPS}")
+    else:
+        for item in steps:
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("step"), str)
+                or not _STEP_RE.match(item["step"])
+                or not _number(item.get("at"))
+            ):
+                problems.append("a step is not {step: <name>, at: <epoch seconds>}")
+                break
+    if not isinstance(doc.get("databases"), dict):
+        problems.append("databases is not an object")
+    else:
+        problems.extend(databases_problems(doc["databases"]))
+    if doc.get("message") is not None and (not isinstance(doc["message"], str) or len(doc["message"]) > MAX_TEXT):
+        problems.append("message is not a short string")
+    return problems
+
+
+def databases_problems(databases):
+    """Problems of a run's databases map: short keys; values a database name, an OID or null."""
+    if len(databases) > 20:
+        return ["databases has more than 20 entries"]
+    for key, value in databases.items():
+        if not isinstance(key, str) or not _KEY_RE.match(key):
+            return ["a key of databases is not a short lower-case name"]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return [f"databases.{key} is neither a name nor an OID"]
+        if isinstance(value, int) and not 0 < value < 2**32:
+            return [f"databases.{key} is not an OID"]
+        if isinstance(value, str) and (not value or len(value) > leftovers.NAMEDATALEN or "\x00" in value):
+            return [f"databases.{key} is not a database name"]
+    return []
+
+
+def normalize_databases(databases):
+    """A databases map as a playbook passes it: OIDs (keys ending in _oid) as integers, empty values as null."""
+    out = {}
+    for key, given in (databases or {}).items():
+        value = given
+        if given in ("", "None", None):
+            value = None
+        elif str(key).endswith("_oid") and isinstance(given, str) and given.isdigit():
+            value = int(given)
+        out[key] = value
+    return out
+
+
+def read_record(path, database):
+    """(record, problems): (None, []) when there is none; (None, problems) when it cannot be trusted."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None, []
+    except OSError as err:
+        return None, [f"it cannot be opened ({err.strerror}; a symlink, or another user's file?)"]
+    try:
+        raw = os.read(fd, MAX_RECORD_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_RECORD_BYTES:
+        return None, [f"it is larger than {MAX_RECORD_BYTES} bytes"]
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, ["it is not JSON"]
+    problems = validate(doc, database)
+    return (None, problems) if problems else (doc, [])
+
+
+def _write(path, doc):
+    catalog.write_atomic(path, json.dumps(doc, sort_keys=True, indent=1) + "\n", unique=True)
+
+
+# --------------------------------------------------------------------------- pure decisions
+
+
+def restores_running(directory, database):
+    """Descriptions of the restores of database running on this server now (their scratch claims held)."""
+    prefix = f"restore of {database} into "
+    found = []
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return found
+    for name in names:
+        if not name.startswith(leftovers.DB_LOCK_PREFIX):
+            continue
+        for line in locks.holders(os.path.join(directory, name)):
+            what = line.partition(": ")[2]
+            if what.startswith(prefix):
+                found.append(clean_text(line))
+    return found
+
+
+def stale_verdict(record, now, stale_after, restores):
+    """(stale, reason) for an open record: a pure decision (see the module docstring)."""
+    quiet = now - float(record["updated_at"])
+    if restores:
+        return False, f"a restore of its database is running on this server ({'; '.join(restores)})"
+    if quiet < stale_after:
+        return False, f"its last step was recorded {int(quiet)} s ago (a run is judged dead after {int(stale_after)} s)"
+    return True, (
+        f"no step was recorded for {int(quiet)} s (more than {int(stale_after)} s) and no restore of its database "
+        "is running on this server"
+    )
+
+
+def describe(record, now):
+    """One line naming a run: who, from where, since when, which step."""
+    started = catalog.iso(catalog.parse_timestamp(record["started_at"]))[:19] + "Z"
+    step_at = record["steps"][-1]["at"] if record["steps"] else record["started_at"]
+    return (
+        f"run {record['run_id']} of {clean_text(record['procedure'])} by {clean_text(record['operator'])} "
+        f"from {clean_text(record['controller'])}, started {started} ({int(now - float(record['started_at']))} s ago), "
+        f"at step {clean_text(record.get('step') or '?', 40)} since {int(now - float(step_at))} s ago"
+    )
+
+
+def timeline(steps, end_at):
+    """Every step with its start, end and duration (seconds, 2 decimals); a step ends where the next begins."""
+    out = []
+    for index, item in enumerate(steps):
+        started = float(item["at"])
+        finished = float(steps[index + 1]["at"]) if index + 1 < len(steps) else float(end_at)
+        out.append(
+            {
+                "step": item["step"],
+                "started_at": started,
+                "finished_at": finished,
+                "seconds": round(finished - started, 2),
+            }
+        )
+    return out
+
+
+def left_behind(record, found):
+    """Sentences on what a run that stopped left, from found: {key: oid or None} of its databases now.
+
+    found maps "live" to the OID the live database has now, and each name of the record's databases
+    (scratch, previous, ...) to its OID now (None when it is not there). A pure function.
+    """
+    dbs = record["databases"]
+    facts = []
+    live_now = found.get("live")
+    if live_now is None:
+        facts.append(f"the live database {record['database']} does not exist now")
+    elif dbs.get("live_oid") == live_now:
+        facts.append(f"the live database {record['database']} is the one it started from (OID {live_now}): untouched")
+    elif dbs.get("restored_oid") == live_now:
+        previous = dbs.get("previous")
+        kept = f"; the database it replaced is kept as {previous}" if previous and found.get(previous) else ""
+        facts.append(
+            f"the live database {record['database']} is the backup it restored (OID {live_now}), swapped in but "
+            f"never verified by it{kept}"
+        )
+    else:
+        facts.append(
+            f"the live database {record['database']} (OID {live_now}) is neither the one it started from "
+            f"(OID {dbs.get('live_oid')}) nor one it restored: changed by someone else since"
+        )
+    for key in ("scratch", "previous", "failed_restore"):
+        name = dbs.get(key)
+        if isinstance(name, str):
+            state = "is still there" if found.get(name) else "is not there"
+            facts.append(f"its {key.replace('_', ' ')} database {name} {state}")
+    return facts
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class RecoveryRun:
+    """The record of one database's recovery (options as in the recovery_run module)."""
+
+    def __init__(self, params, psql=None, now=time.time):
+        self.p = params
+        self.database = params["database"]
+        self.directory = params["state_dir"]
+        self.path = record_path(self.directory, self.database)
+        self.guard = _guard_path(self.directory, self.database)
+        self.psql = psql
+        self.now = now
+        self.stale_after = float(params.get("stale_after") or STALE_AFTER)
+        self.warnings = []
+
+    # -- helpers ---------------------------------------------------------------
+    def _locked(self):
+        if not os.path.isdir(self.directory):
+            raise RecoveryError(
+                f"state_dir {self.directory} does not exist: the recovery record lives beside the backups "
+                "(db_recovery_backup_dir)"
+            )
+        return locks.FileLock(self.guard, f"recovery record of {self.database}").acquire(timeout=GUARD_TIMEOUT)
+
+    def _read(self):
+        record, problems = read_record(self.path, self.database)
+        if problems:
+            aside = f"{self.path}.invalid-{leftovers.stamp(catalog.utcnow())}"
+            with contextlib.suppress(OSError):
+                os.rename(self.path, aside)
+            self.warnings.append(
+                f"the recovery record {self.path} is not one this collection wrote ({'; '.join(problems)}): it was "
+                f"set aside as {aside} and not trusted"
+            )
+        return record
+
+    def _facts(self, record):
+        if self.psql is None:
+            return []
+        names = [v for k, v in record["databases"].items() if isinstance(v, str) and k != "backup"]
+        try:
+            found = pg_cli.database_oids(self.psql, [record["database"], *names])
+        except DrError as err:
+            return [f"the databases could not be checked: {err.msg}"]
+        found["live"] = found.pop(record["database"])
+        return left_behind(record, found)
+
+    def _own(self, record):
+        run_id = self.p.get("run_id")
+        if not run_id:
+            raise RecoveryError("run_id is required with state step or finished (the one state=started returned)")
+        if record is None or record["run_id"] != run_id or record["state"] != OPEN:
+            now = self.now()
+            if record is None:
+                holder = "nobody (the record is gone)"
+            elif record["state"] != OPEN:
+                holder = f"nobody: it was closed ({record['state']})"
+            else:
+                holder = describe(record, now)
+            raise RecoveryError(
+                f"this run ({run_id}) no longer holds the recovery of {self.database}: it is now held by {holder}. "
+                "Another run judged this one dead and took over; this run stops here and changes nothing more.",
+                holder=record,
+            )
+        return record
+
+    # -- states ----------------------------------------------------------------
+    def start(self, check_mode=False):
+        now = self.now()
+        live_oid = None
+        if self.psql is not None:
+            live_oid = pg_cli.database_oids(self.psql, [self.database])[self.database]
+        with self._locked():
+            current = self._read()
+            previous = None
+            if current is not None and current["state"] == OPEN:
+                restores = restores_running(self.directory, self.database)
+                stale, reason = stale_verdict(current, now, self.stale_after, restores)
+                if not stale and not (self.p.get("break_lock") and not restores):
+                    raise RecoveryBusy(
+                        f"another recovery of {self.database} is in progress: {describe(current, now)}; "
+                        f"it is alive because {reason}. Nothing was changed and the application was not touched. "
+                        "Wait for it to finish. If you are sure it is dead (its controller was killed), wait "
+                        f"{int(self.stale_after)} s after its last step or set break_lock "
+                        "(-e db_recovery_break_lock=true).",
+                        holder=current,
+                    )
+                how = reason if stale else "break_lock was set"
+                previous = {
+                    "run_id": current["run_id"],
+                    "description": describe(current, now),
+                    "why_stale": how,
+                    "left_behind": self._facts(current),
+                }
+                self.warnings.append(
+                    f"the previous recovery of {self.database} never finished ({previous['description']}); taken "
+                    f"over because {how}. What it left: {'; '.join(previous['left_behind']) or 'unknown'}"
+                )
+            elif current is not None:
+                previous = {
+                    "run_id": current["run_id"],
+                    "description": describe(current, now),
+                    "state": current["state"],
+                }
+            record = {
+                "schema": SCHEMA,
+                "run_id": secrets.token_hex(8),
+                "database": self.database,
+                "procedure": self.p.get("procedure") or "recover_db",
+                "operator": clean_text(self.p.get("operator") or "unknown"),
+                "controller": clean_text(self.p.get("controller") or "unknown"),
+                "host": socket.gethostname(),
+                "state": OPEN,
+                "step": self.p.get("step") or "start",
+                "started_at": now,
+                "updated_at": now,
+                "finished_at": None,
+                "steps": [{"step": self.p.get("step") or "start", "at": now}],
+                "databases": {"live_oid": live_oid},
+                "message": None,
+                "previous_run": previous and {k: previous[k] for k in ("run_id", "description")},
+            }
+            if not check_mode:
+                _write(self.path, record)
+        return {
+            "changed": not check_mode,
+            "run_id": record["run_id"],
+            "record": record,
+            "record_path": self.path,
+            "previous_run": previous,
+            "live_oid": live_oid,
+            "msg": f"recovery of {self.database} started as run {record['run_id']}",
+        }
+
+    def step(self, check_mode=False):
+        step = self.p.get("step")
+        if not step or not _STEP_RE.match(step):
+            raise RecoveryError("step must be a short lower-case name (letters, digits, _) with state step")
+        extra = normalize_databases(self.p.get("databases"))
+        problems = databases_problems(extra)
+        if problems:
+            raise RecoveryError(f"databases: {problems[0]}")
+        now = self.now()
+        with self._locked():
+            record = self._own(self._read())
+            if len(record["steps"]) >= MAX_STEPS:
+                raise RecoveryError(f"a recovery records at most {MAX_STEPS} steps")
+            record["steps"].append({"step": step, "at": now})
+            record["step"] = step
+            record["updated_at"] = now
+            record["databases"].update(extra)
+            if not check_mode:
+                _write(self.path, record)
+        return {"changed": not check_mode, "run_id": record["run_id"], "record": record, "msg": f"step {step}"}
+
+    def finish(self, check_mode=False):
+        outcome = self.p.get("outcome")
+        if outcome not in OUTCOMES:
+            raise RecoveryError("outcome must be one of " + ", ".join(OUTCOMES) + " with state finished")
+        now = self.now()
+        with self._locked():
+            record = self._own(self._read())
+            record["state"] = outcome
+            record["step"] = "end"
+            record["updated_at"] = now
+            record["finished_at"] = now
+            extra = normalize_databases(self.p.get("databases"))
+            problems = databases_problems(extra)
+            if problems:
+                raise RecoveryError(f"databases: {problems[0]}")
+            record["databases"].update(extra)
+            message = self.p.get("summary")
+            record["message"] = clean_text(message, MAX_TEXT) if message else None
+            if not check_mode:
+                _write(self.path, record)
+        steps = timeline(record["steps"], now)
+        return {
+            "changed": not check_mode,
+            "run_id": record["run_id"],
+            "record": record,
+            "timeline": steps,
+            "started_at": record["started_at"],
+            "finished_at": now,
+            "duration": round(now - record["started_at"], 2),
+            "msg": f"recovery of {self.database} closed: {outcome}",
+        }
+
+    def status(self):
+        now = self.now()
+        record, problems = read_record(self.path, self.database)
+        out = {"changed": False, "record": record, "record_path": self.path, "in_progress": False, "stale": None}
+        if problems:
+            out["msg"] = f"the recovery record {self.path} cannot be trusted: {'; '.join(problems)}"
+            out["problems"] = problems
+            return out
+        if record is None:
+            out["msg"] = f"no recovery of {self.database} was recorded in {self.directory}"
+            return out
+        if record["state"] != OPEN:
+            out["msg"] = f"the last recovery of {self.database} ended {record['state']}: {describe(record, now)}"
+            return out
+        restores = restores_running(self.directory, self.database)
+        stale, reason = stale_verdict(record, now, self.stale_after, restores)
+        out.update(in_progress=not stale, stale=stale, left_behind=self._facts(record) if stale else [])
+        if stale:
+            out["msg"] = (
+                f"the recovery {describe(record, now)} never finished ({reason}). What it left: "
+                f"{'; '.join(out['left_behind']) or 'unknown'}. The next recovery takes over and reports it."
+            )
+        else:
+            out["msg"] = f"a recovery of {self.database} is in progress: {describe(record, now)} ({reason})"
+        return out
+
+
+def in_progress(directory, database, now=None, stale_after=STALE_AFTER):
+    """(record, reason) of an open, live recovery of database in directory, else (None, note or None).
+
+    Read-only (the backup job asks before it starts): never creates, locks or moves anything.
+    """
+    now = time.time() if now is None else now
+    record, problems = read_record(record_path(directory, database), database)
+    if problems:
+        return None, f"the recovery record in {directory} cannot be trusted ({'; '.join(problems)}): ignored"
+    if record is None or record["state"] != OPEN:
+        return None, None
+    stale, reason = stale_verdict(record, now, stale_after, restores_running(directory, database))
+    if stale:
+        return None, f"a recovery that never finished is recorded ({describe(record, now)}; {reason})"
+    return record, describe(record, now)
+
+
+def run(params, psql=None, check_mode=False):
+    """The module's entry: one state of the record. Raises RecoveryError (a DrError)."""
+    engine = RecoveryRun(params, psql=psql)
+    state = params.get("state") or "status"
+    if state == "status":
+        result = engine.status()
+    elif state == "started":
+        result = engine.start(check_mode=check_mode)
+    elif state == "step":
+        result = engine.step(check_mode=check_mode)
+    elif state == "finished":
+        result = engine.finish(check_mode=check_mode)
+    else:
+        raise RecoveryError("state must be started, step, finished or status")
+    result["warnings"] = engine.warnings
+    return result
