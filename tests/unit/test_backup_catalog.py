@@ -398,7 +398,7 @@ def test_suspicious_backups_never_push_the_last_good_ones_out_of_keep_min():
     entries = [dict(entry(f"s{i}", days=i), suspicious=SHRUNK) for i in range(3)]
     entries += [entry("good1", days=20), entry("good2", days=21), entry("good3", days=22)]
     prune, keep = catalog.plan_retention(entries, "shop", NOW, keep_days=14, keep_min=2)
-    assert [e["name"] for e, _ in prune] == ["good3"]
+    assert [e["name"] for e, _reason in prune] == ["good3"]
     kept = {e["name"]: reason for e, reason in keep}
     assert kept["good1"] == kept["good2"] == "among the newest 2 that are not suspicious (keep_min)"
     assert kept["s0"] == "within 14 days"
