@@ -44,8 +44,12 @@ def test_every_database_is_accounted_for(host):
     assert not any(n.startswith("tokotani__restore_") for n in names), names
 
 
-def test_live_database_is_the_one_from_before_the_failed_recovery(host):
-    assert psql(host, "SELECT to_regclass('before_failed_recovery') IS NOT NULL") == "t"
+def test_live_database_is_the_last_good_backup_not_the_damaged_one(host):
+    # the last case recovered from the good backup, passing over the backup of the half-deleted table;
+    # both were taken after the recoveries of case 9, which restored the backup from before the markers
+    markers = "SELECT to_regclass('before_failed_recovery') IS NULL AND to_regclass('after_backup') IS NULL"
+    assert psql(host, markers) == "t"
+    assert int(psql(host, "SELECT count(*) FROM order_items WHERE id % 2 = 0")) > 0
     assert int(psql(host, "SELECT count(*) FROM products")) > 0
 
 

@@ -40,9 +40,9 @@ def test_rto_and_rpo_agree_with_the_timeline():
     assert isinstance(rto, (int, float)) and isinstance(rpo, (int, float))
     assert abs(rto - (scenario["healthy_at"] - disaster)) < 0.01
     assert abs(rpo - (disaster - scenario["recovery"]["backup_finished_at"])) < 0.01
-    # every recovery step lies between the disaster and the checklist's end, in order
+    # every recovery step lies between the disaster and the checklist's end, in order (identify comes before stop)
     steps = [p for p in scenario["phases"] if p["kind"] == "recovery"]
-    assert [p["name"] for p in steps][:3] == ["stop", "identify", "restore"]
+    assert [p["name"] for p in steps][:3] == ["identify", "stop", "restore"]
     for earlier, later in itertools.pairwise(steps):
         assert earlier["started_at"] <= later["started_at"]
     assert steps[0]["started_at"] >= disaster
