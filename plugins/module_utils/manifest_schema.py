@@ -227,13 +227,13 @@ def _same(value, other):
     return value == other and isinstance(value, bool) == isinstance(other, bool)
 
 
-def _describe(path):
+def _describe(path, what="the manifest"):
     if not path:
-        return "the manifest"
+        return what
     text = str(path[0])
     for part in path[1:]:
         text += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return "the manifest's " + text
+    return f"{what}'s {text}"
 
 
 def _json_type(value):
@@ -246,9 +246,10 @@ def _json_type(value):
 class _Checker:
     """One walk of a document against the schema; collects at most ``limit`` problems."""
 
-    def __init__(self, root, limit):
+    def __init__(self, root, limit, what="the manifest"):
         self.root = root
         self.limit = limit
+        self.what = what
         self.problems = []
 
     def add(self, text):
@@ -259,7 +260,7 @@ class _Checker:
             return
         if "$ref" in node:
             node = self.root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
-        where = _describe(path)
+        where = _describe(path, self.what)
         if "enum" in node and not any(_same(value, v) for v in node["enum"]):
             shown = ", ".join("null" if v is None else str(v) for v in node["enum"])
             self.add(f"{where} is {_short(value)}, not one of {shown}")
@@ -312,7 +313,7 @@ class _Checker:
             if len(self.problems) >= self.limit:
                 return
             if names is not None and not re.search(names["pattern"], key):
-                self.add(f"{where} names {_short(key)}, which is not a plain relative path")
+                self.add(f"{where} names {_short(key)}, which is not {names.get('title', 'a plain relative path')}")
             elif key in props:
                 self.check(value[key], props[key], [*path, key])
             elif extra is False:
@@ -321,16 +322,17 @@ class _Checker:
                 self.check(value[key], extra, [*path, key])
 
 
-def schema_problems(doc, schema=None, limit=20):
+def schema_problems(doc, schema=None, limit=20, what="the manifest"):
     """What in doc breaks the schema (default: MANIFEST_SCHEMA), as sentences; empty when it conforms.
 
     Implements the keywords the schema uses: type, enum, required, properties, additionalProperties,
     propertyNames, maxProperties, items, maxItems, pattern, maxLength, minimum, maximum, $ref (to
-    $defs). ``limit`` caps the list: a crafted manifest can hold a million wrong entries.
+    $defs). ``limit`` caps the list: a crafted manifest can hold a million wrong entries. ``what`` names
+    the document in the sentences (another schema: the recovery record of recovery_run).
     """
     if not isinstance(doc, dict):
-        return ["the manifest is not a JSON object"]
-    checker = _Checker(schema or MANIFEST_SCHEMA, limit)
+        return [f"{what} is not a JSON object"]
+    checker = _Checker(schema or MANIFEST_SCHEMA, limit, what)
     checker.check(doc, checker.root, [])
     return checker.problems[:limit]
 

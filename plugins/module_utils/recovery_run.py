@@ -39,6 +39,7 @@ import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils import leftovers, locks, pg_cli
+from ansible_collections.tokotani.dr.plugins.module_utils import manifest_schema as ms
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 
 SCHEMA = 1
@@ -52,9 +53,6 @@ STATES = (OPEN, *OUTCOMES)
 MAX_RECORD_BYTES = 256 * 1024
 MAX_STEPS = 200
 GUARD_TIMEOUT = 10
-_RUN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
-_STEP_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-_KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TEXT = 2000
 
@@ -87,69 +85,88 @@ def clean_text(value, limit=200):
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _number(value):
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+NAME_RULE = rf"^[a-z][a-z0-9_]{{0,31}}{ms.END}"
+DATABASES_SCHEMA = {
+    "type": "object",
+    "maxProperties": 20,
+    "propertyNames": {"pattern": NAME_RULE, "title": "a short lower-case name"},
+    "additionalProperties": {
+        "type": ["string", "integer", "null"],
+        "maxLength": leftovers.NAMEDATALEN,
+        "pattern": rf"^[^\x00]+{ms.END}",
+        "minimum": 1,
+        "maximum": 2**32 - 1,
+    },
+}
+_TIME = {"type": "number", "minimum": 0}
+_SHORT = {"type": "string", "maxLength": 200}
+# The record as RecoveryRun writes it, checked with the collection's one schema checker (manifest_schema).
+RECORD_SCHEMA = {
+    "type": "object",
+    "required": [
+        "schema",
+        "run_id",
+        "database",
+        "procedure",
+        "operator",
+        "controller",
+        "host",
+        "state",
+        "started_at",
+        "updated_at",
+        "steps",
+        "databases",
+    ],
+    "additionalProperties": False,
+    "properties": {
+        "schema": {"enum": [SCHEMA]},
+        "run_id": {"type": "string", "pattern": rf"^[0-9a-f]{{16}}{ms.END}"},
+        "database": {"type": "string", "maxLength": leftovers.NAMEDATALEN},
+        "procedure": _SHORT,
+        "operator": _SHORT,
+        "controller": _SHORT,
+        "host": _SHORT,
+        "state": {"enum": list(STATES)},
+        "step": {"type": "string", "pattern": NAME_RULE},
+        "started_at": _TIME,
+        "updated_at": _TIME,
+        "finished_at": {"type": ["number", "null"], "minimum": 0},
+        "steps": {
+            "type": "array",
+            "maxItems": MAX_STEPS,
+            "items": {
+                "type": "object",
+                "required": ["step", "at"],
+                "additionalProperties": False,
+                "properties": {"step": {"type": "string", "pattern": NAME_RULE}, "at": _TIME},
+            },
+        },
+        "databases": DATABASES_SCHEMA,
+        "message": {"type": ["string", "null"], "maxLength": MAX_TEXT},
+        "previous_run": {
+            "type": ["object", "null"],
+            "additionalProperties": False,
+            "properties": {
+                "run_id": {"type": "string", "pattern": rf"^[0-9a-f]{{16}}{ms.END}"},
+                "description": {"type": "string", "maxLength": 1000},
+            },
+        },
+    },
+}
+WHAT = "the recovery record"
 
 
-def validate(doc, database):  # noqa: PLR0912 - one check per field, in order
+def validate(doc, database):
     """Problems of a record read back (empty when it is one this collection wrote for database)."""
-    if not isinstance(doc, dict):
-        return ["it is not a JSON object"]
-    problems = []
-    if doc.get("schema") != SCHEMA:
-        problems.append(f"schema is {clean_text(doc.get('schema'), 20)!s}, not {SCHEMA}")
-    if doc.get("database") != database:
-        problems.append("it names another database")
-    if not isinstance(doc.get("run_id"), str) or not _RUN_ID_RE.match(doc["run_id"]):
-        problems.append("run_id is not 16 hex characters")
-    if doc.get("state") not in STATES:
-        problems.append("state is not one of " + ", ".join(STATES))
-    for key in ("procedure", "operator", "controller", "host"):
-        if not isinstance(doc.get(key), str) or len(doc[key]) > 200:
-            problems.append(f"{key} is not a short string")
-    for key in ("started_at", "updated_at"):
-        if not _number(doc.get(key)):
-            problems.append(f"{key} is not epoch seconds")
-    if doc.get("finished_at") is not None and not _number(doc["finished_at"]):
-        problems.append("finished_at is not epoch seconds")
-    steps = doc.get("steps")
-    if not isinstance(steps, list) or len(steps) > MAX_STEPS:
-        problems.append(f"steps is not a list of at most {MAX_STEPS}")
-    else:
-        for item in steps:
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("step"), str)
-                or not _STEP_RE.match(item["step"])
-                or not _number(item.get("at"))
-            ):
-                problems.append("a step is not {step: <name>, at: <epoch seconds>}")
-                break
-    if not isinstance(doc.get("databases"), dict):
-        problems.append("databases is not an object")
-    else:
-        problems.extend(databases_problems(doc["databases"]))
-    if doc.get("message") is not None and (not isinstance(doc["message"], str) or len(doc["message"]) > MAX_TEXT):
-        problems.append("message is not a short string")
+    problems = ms.schema_problems(doc, RECORD_SCHEMA, what=WHAT)
+    if not problems and doc["database"] != database:
+        problems.append(f"{WHAT} names another database")
     return problems
 
 
 def databases_problems(databases):
     """Problems of a run's databases map: short keys; values a database name, an OID or null."""
-    if len(databases) > 20:
-        return ["databases has more than 20 entries"]
-    for key, value in databases.items():
-        if not isinstance(key, str) or not _KEY_RE.match(key):
-            return ["a key of databases is not a short lower-case name"]
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            return [f"databases.{key} is neither a name nor an OID"]
-        if isinstance(value, int) and not 0 < value < 2**32:
-            return [f"databases.{key} is not an OID"]
-        if isinstance(value, str) and (not value or len(value) > leftovers.NAMEDATALEN or "\x00" in value):
-            return [f"databases.{key} is not a database name"]
-    return []
+    return ms.schema_problems(databases, DATABASES_SCHEMA, what="databases")
 
 
 def normalize_databases(databases):
@@ -188,7 +205,7 @@ def read_record(path, database):
 
 
 def _write(path, doc):
-    catalog.write_atomic(path, json.dumps(doc, sort_keys=True, indent=1) + "\n", unique=True)
+    catalog.write_atomic(path, catalog.json_text(doc), unique=True)
 
 
 # --------------------------------------------------------------------------- pure decisions
@@ -424,12 +441,12 @@ class RecoveryRun:
 
     def step(self, check_mode=False):
         step = self.p.get("step")
-        if not step or not _STEP_RE.match(step):
+        if not step or not re.search(NAME_RULE, step):
             raise RecoveryError("step must be a short lower-case name (letters, digits, _) with state step")
         extra = normalize_databases(self.p.get("databases"))
         problems = databases_problems(extra)
         if problems:
-            raise RecoveryError(f"databases: {problems[0]}")
+            raise RecoveryError(problems[0])
         now = self.now()
         with self._locked():
             record = self._own(self._read())
@@ -457,7 +474,7 @@ class RecoveryRun:
             extra = normalize_databases(self.p.get("databases"))
             problems = databases_problems(extra)
             if problems:
-                raise RecoveryError(f"databases: {problems[0]}")
+                raise RecoveryError(problems[0])
             record["databases"].update(extra)
             message = self.p.get("summary")
             record["message"] = clean_text(message, MAX_TEXT) if message else None

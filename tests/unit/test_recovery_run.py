@@ -45,16 +45,18 @@ def test_a_record_this_collection_writes_is_trusted():
 @pytest.mark.parametrize(
     ("over", "problem"),
     [
-        ({"run_id": "'; DROP DATABASE x; --"}, "run_id is not 16 hex characters"),
-        ({"database": "other"}, "it names another database"),
-        ({"state": "done"}, "state is not one of"),
-        ({"started_at": "yesterday"}, "started_at is not epoch seconds"),
-        ({"steps": [{"step": "rm -rf /", "at": 1}]}, "a step is not"),
-        ({"databases": {"previous": ["a"]}}, "databases.previous is neither a name nor an OID"),
-        ({"databases": {"live_oid": True}}, "databases.live_oid is neither a name nor an OID"),
-        ({"databases": {"previous": "x" * 64}}, "databases.previous is not a database name"),
-        ({"databases": {"Bad Key": 1}}, "a key of databases is not a short lower-case name"),
-        ({"operator": "x" * 500}, "operator is not a short string"),
+        ({"run_id": "'; DROP DATABASE x; --"}, "the recovery record's run_id \"'; DROP DATABASE x; --\" is not of the"),
+        ({"database": "other"}, "the recovery record names another database"),
+        ({"state": "done"}, "the recovery record's state is 'done', not one of running"),
+        ({"started_at": "yesterday"}, "the recovery record's started_at is a string, not a number"),
+        ({"steps": [{"step": "rm -rf /", "at": 1}]}, "the recovery record's steps[0].step 'rm -rf /' is not of"),
+        ({"databases": {"previous": ["a"]}}, "the recovery record's databases.previous is an array, not a string"),
+        ({"databases": {"live_oid": True}}, "the recovery record's databases.live_oid is a boolean, not a string"),
+        ({"databases": {"previous": "x" * 64}}, "the recovery record's databases.previous is longer than 63"),
+        ({"databases": {"Bad Key": 1}}, "the recovery record's databases names 'Bad Key', which is not a short"),
+        ({"operator": "x" * 500}, "the recovery record's operator is longer than 200 characters"),
+        ({"extra": "field"}, "the recovery record has an unknown field 'extra'"),
+        ({"databases": {"live_oid": 2**32}}, "the recovery record's databases.live_oid is 4294967296, above"),
     ],
 )
 def test_a_crafted_record_is_refused_with_the_reason(over, problem):
