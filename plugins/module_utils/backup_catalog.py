@@ -283,6 +283,7 @@ def write_atomic(path, data, mode=FILE_MODE, *, unique=False, sync_dir=True):
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)
+        locks.adopt_directory_owner(fd, directory)
     except BaseException:
         os.close(fd)
         remove_path(partial)

@@ -59,6 +59,20 @@ def holder_line(what=""):
     return f"{line}: {what}" if what else line
 
 
+def adopt_directory_owner(fd, directory):
+    """A file root made in another user's directory (a backup directory owned by postgres) is given to
+    that user, so that the runs acting as that user can still open, lock and replace it. A no-op unless
+    this process is root and fd is still root's."""
+    if os.geteuid() != 0:
+        return
+    try:
+        owner = os.stat(directory)
+        if os.fstat(fd).st_uid == 0 and owner.st_uid != 0:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
+    except OSError:
+        pass
+
+
 class FileLock:
     """An flock on the file at path, shared or exclusive. ``what`` says what the holder does (for messages)."""
 
@@ -74,7 +88,10 @@ class FileLock:
         flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         if create:
             flags |= os.O_CREAT
-        return os.open(self.path, flags, FILE_MODE)
+        fd = os.open(self.path, flags, FILE_MODE)
+        if create:
+            adopt_directory_owner(fd, os.path.dirname(os.path.abspath(self.path)))
+        return fd
 
     def _take(self, fd, shared):
         """flock fd without waiting: True (fd is now self.fd), False while others hold it, None when the
