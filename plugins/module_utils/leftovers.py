@@ -50,8 +50,8 @@ import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, locks
-from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import Connection, PgError, Psql, quote_ident
+from ansible_collections.tokotani.dr.plugins.module_utils import locks
+from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError, quote_ident
 
 NAMEDATALEN = 63
 RESTORE_SCRATCH = "__restore_"
@@ -387,9 +387,12 @@ class Janitor:
             self._server_version = rows[0]["v"]
         return [row["name"] for row in rows]
 
-    def clean(self, scratch=(), directories=(), now=None):
+    def clean(self, scratch=(), directories=(), now=None, keep_since=None):
         """Remove the stale scratch databases of (database, marker) pairs and the stale work directories
-        in directories. Returns report items {kind, name, path, action, reason}."""
+        in directories. Returns report items {kind, name, path, action, reason}.
+
+        keep_since (epoch seconds): scratch databases made since then are left, whatever their lock - the
+        recovery in progress (tokotani.dr.recovery_run) that started then staged them for its swap."""
         now = time.time() if now is None else now
         report = []
         seen = set()
@@ -407,6 +410,19 @@ class Janitor:
                 names = []
             for database, marker in scratch:
                 for item in derived_databases(names, database, marker):
+                    if keep_since is not None and item["made_at"] >= keep_since:
+                        reason = "staged by the recovery in progress, for its swap"
+                        report.append(
+                            {
+                                "kind": "scratch_database",
+                                "name": item["name"],
+                                "path": None,
+                                "reason": reason,
+                                "action": "left",
+                                "holders": [],
+                            }
+                        )
+                        continue
                     report.append(self._drop_scratch(item, now))
             if names and self.lock_dir:
                 report.extend(self._orphan_claims(names, now))
@@ -617,32 +633,3 @@ def removed_summary(report):
 
 
 # --------------------------------------------------------------------------- backup_info
-
-
-def backup_info(params, now=None):
-    """What tokotani.dr.backup_info reports: the catalog (backup_catalog.collect_info), with who is reading
-    each backup now, the leftovers of interrupted runs in backup_dir, and with ``kept_databases`` the
-    databases restores kept with what keep_previous does with them. Read-only. Returns (result, failure)."""
-    result, failure = catalog.collect_info(params, now)
-    directory = params["backup_dir"]
-    for item in result["backups"]:
-        item["in_use"] = catalog.in_use({"directory": directory, "name": item["name"]})
-    clock = (now or catalog.utcnow()).timestamp()
-    kept = params.get("kept_databases")
-    if kept and not params.get("database"):
-        raise catalog.CatalogError("kept_databases needs database: whose kept databases to list")
-    janitor = Janitor(Psql(Connection.from_params(params)) if kept else None, directory, check_mode=True)
-    scratch = [(params["database"], RESTORE_SCRATCH)] if kept else []
-    report = janitor.clean(scratch=scratch, directories=[directory], now=clock)
-    if kept:
-        result["kept_databases"] = janitor.keep_previous(
-            params["database"],
-            directory,
-            keep=params.get("keep_previous", KEEP_PREVIOUS),
-            keep_days=params.get("keep_previous_days", KEEP_PREVIOUS_DAYS),
-            now=clock,
-            keys=backup_keys.keyring(params),
-        )
-        result["warnings"] = janitor.warnings
-    result["leftovers"] = report
-    return result, failure

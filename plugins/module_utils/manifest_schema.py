@@ -125,7 +125,9 @@ MANIFEST_SCHEMA = {
             "required": ["compared_with", "reason", "tables"],
             "additionalProperties": False,
             "properties": {
-                "compared_with": {"type": "string", "pattern": STEM_PATTERN},
+                # null for a backup taken while a recovery of its database was in progress (recovery_run)
+                "compared_with": {"type": ["string", "null"], "pattern": STEM_PATTERN},
+                "recovery_run": {"type": "string", "pattern": rf"^[0-9a-f]{{16}}{END}"},
                 "reason": _TEXT,
                 "tables": {
                     "type": "array",

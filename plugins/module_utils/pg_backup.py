@@ -33,6 +33,7 @@ import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, db_checks, leftovers, pg_cli, specs
+from ansible_collections.tokotani.dr.plugins.module_utils import recovery_run
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -1025,10 +1026,29 @@ class BackupEngine:
             manifest["files"] = run["files"]
         if getattr(self, "follower", None) is not None:
             manifest["zstd_choices"] = dict(sorted(self.follower.choices.items()))
-        suspicious = self._suspicious(manifest["tables"])
+        suspicious = self._during_recovery() or self._suspicious(manifest["tables"])
         if suspicious:
             manifest["suspicious"] = suspicious
         return manifest
+
+    def _during_recovery(self):
+        """A backup that ends while a recovery of its database is in progress (tokotani.dr.recovery_run) holds
+        the database being recovered from - or one half swapped in - and must not become latest: suspicious.
+        (The backup job stands aside when the recovery started first; this is the backup that was already
+        running, or one taken by hand.)"""
+        running, _note = recovery_run.in_progress(self.directory, self.database)
+        if running is None:
+            return None
+        reason = (
+            f"taken while a recovery of {self.database} was in progress (run {running['run_id']} by "
+            f"{recovery_run.clean_text(running['operator'])}, at step {running.get('step') or '?'}): it may hold the "
+            "database being recovered from"
+        )
+        self.warnings.append(
+            f"this backup is marked suspicious ({reason}): a recovery of latest skips it unless it is named or "
+            "accept_suspicious is set."
+        )
+        return {"compared_with": None, "reason": reason, "tables": [], "recovery_run": running["run_id"]}
 
     def _suspicious(self, tables):
         """The suspicious-backup guard: tables that shrank sharply against the baseline (db_checks.shrinkage)."""

@@ -39,7 +39,8 @@ import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, db_checks, leftovers, pg_cli
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, db_checks, leftovers, locks, pg_cli
+from ansible_collections.tokotani.dr.plugins.module_utils import recovery_run as recovery
 from ansible_collections.tokotani.dr.plugins.module_utils.leftovers import (
     FAILED_RESTORE,
     PRE_RESTORE,
@@ -68,7 +69,7 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     tool_version,
 )
 
-MODES = ("replace", "into", "revert")
+MODES = ("replace", "stage", "swap", "discard", "into", "revert")
 SWAP_ATTEMPTS = 5
 DEFAULT_MAINTENANCE_WORK_MEM = "256MB"
 ASSERTION_STATEMENT_TIMEOUT = "5min"
@@ -290,7 +291,7 @@ class RestoreEngine:
         if entry["kind"] != "managed":
             return
         expected = self.p.get("source_database")
-        if expected is None and self.mode == "replace":
+        if expected is None and self.mode in ("replace", "stage"):
             expected = self.database
         if expected is not None and entry["database"] != expected:
             raise PgError(
@@ -773,8 +774,27 @@ class RestoreEngine:
             "Stop the applications and retry."
         )
 
+    def _swap_explained(self, previous, new, expect, what, holds):
+        """_swap of new in as the live database; a signal after the commit says what the live database holds."""
+        try:
+            return self._swap(self.database, previous, new, expect)
+        except leftovers.Interrupted as err:
+            if self.swapped:
+                err.msg = (
+                    f"the {what} was interrupted by {err.signame} after the swap had committed: {self.database} "
+                    f"now holds {holds}."
+                )
+                err.explained = True
+            raise
+
     # -- run -------------------------------------------------------------------
     def _refuse(self, entry, previous_name):
+        if self.mode == "swap":
+            kept = f" (the current database would be kept as {previous_name})" if previous_name else ""
+            return PgError(
+                f"Refusing to swap {entry} in as {self.database} without confirmation{kept}. Nothing was changed. "
+                "To go ahead, set confirm: true (module option), or -e confirm=true for the playbooks."
+            )
         if self.mode == "revert":
             kept = f" (the current database would be kept as {previous_name})" if previous_name else ""
             return PgError(
@@ -795,13 +815,14 @@ class RestoreEngine:
         )
 
     def _plan(self, entry, ts):
-        """Names and properties: (target, previous or None, props)."""
-        if self.mode == "replace":
+        """Names and properties: (target, previous or None, props). Mode stage names no previous database:
+        mode swap picks it when it swaps."""
+        if self.mode in ("replace", "stage"):
             live_props = database_properties(self.psql, self.database)
             self.live_oid = pg_cli.database_oids(self.psql, [self.database])[self.database]
-            self._expect_live(self.live_oid, "replace it")
+            self._expect_live(self.live_oid, "replace it" if self.mode == "replace" else "stage a restore of it")
             target = self._free_name(RESTORE_SCRATCH + ts, claim=not self.check_mode)
-            previous = self._free_name(PRE_RESTORE + ts) if live_props else None
+            previous = self._free_name(PRE_RESTORE + ts) if live_props and self.mode == "replace" else None
         else:
             if self._exists(self.database):
                 raise PgError(
@@ -834,6 +855,10 @@ class RestoreEngine:
             raise PgError("mode must be replace, into or revert")
         if self.mode == "revert":
             return self.revert()
+        if self.mode == "swap":
+            return self.swap_staged()
+        if self.mode == "discard":
+            return self.discard_staged()
         started = time.monotonic()
         ts = stamp(catalog.utcnow())
         entry = self.resolve()
@@ -859,7 +884,12 @@ class RestoreEngine:
         directories = [self.lock_dir, self.p.get("work_dir"), tempfile.gettempdir()]
         if entry is not None:
             directories.insert(1, os.path.dirname(os.path.abspath(entry["path"])))
-        self.leftovers = self.janitor.clean(scratch=[(self.database, RESTORE_SCRATCH)], directories=directories)
+        # What the recovery in progress staged (mode stage) waits for its swap; a dead run's is dropped.
+        running, _note = recovery.in_progress(self.lock_dir, self.database) if self.lock_dir else (None, None)
+        keep_since = int(running["started_at"]) if running else None
+        self.leftovers = self.janitor.clean(
+            scratch=[(self.database, RESTORE_SCRATCH)], directories=directories, keep_since=keep_since
+        )
 
     def _keep_previous(self):
         """keep_previous after a swap (leftovers.plan_keep_previous); a problem is a warning, never a failure."""
@@ -902,7 +932,7 @@ class RestoreEngine:
             "backup_path": entry["path"],
             "restored_database": self.database,
             "previous_database": previous,
-            "staging_database": target if self.mode == "replace" else None,
+            "staging_database": target if self.mode in ("replace", "stage") else None,
             "verified": self.verified,
             "assertions": self.assertion_results,
             "warnings": self.warnings,
@@ -917,14 +947,19 @@ class RestoreEngine:
         tables, rows, attempts = self._restore_checked(entry, target, previous, props, timings)
         kept = f" (previous database kept as {previous})" if previous else ""
         self.warnings.extend(self.janitor.warnings)
+        result.update(tables=tables, rows=rows, duration=round(time.monotonic() - started, 3), timings=timings)
+        result["restored_oid"] = self.restored_oid
+        if self.mode == "stage":
+            result.update(
+                restored_database=None,
+                live_oid=self.live_oid,
+                msg=f"restored {entry['name']} into {target} and checked it; {self.database} was not touched - "
+                f"mode swap swaps it in{self._summary()}",
+            )
+            return result
         result.update(
-            tables=tables,
-            rows=rows,
-            duration=round(time.monotonic() - started, 3),
-            timings=timings,
             swap_attempts=attempts,
             kept_databases=self.kept_databases,
-            restored_oid=self.restored_oid,
             previous_oid=self.live_oid if previous else None,
             msg=f"restored {entry['name']} into {self.database}{kept}{self._summary()}",
         )
@@ -971,7 +1006,9 @@ class RestoreEngine:
             if self.mode == "replace":
                 kept = f", previous kept as {previous}" if previous else ""
                 self.log(f"swapped {target} in as {self.database}{kept}")
-            self._release_claim()
+            # A staged database's lock file stays (free): once the recovery that staged it is over, the next
+            # restore's cleanup finds it and drops the database.
+            self._release_claim(remove=self.mode != "stage")
             if self.swapped:
                 self._keep_previous()
         except BaseException as err:
@@ -983,7 +1020,8 @@ class RestoreEngine:
             elif isinstance(err, PgError) and "was dropped" not in err.msg:
                 done = "was dropped" if dropped is not False else "could not be dropped (the next run drops it)"
                 err.msg += f" The incomplete database {target} {done}"
-                err.msg += f"; the live database {self.database} was not touched." if self.mode == "replace" else "."
+                untouched = self.mode in ("replace", "stage")
+                err.msg += f"; the live database {self.database} was not touched." if untouched else "."
             raise
         return tables, rows, attempts
 
@@ -1019,6 +1057,129 @@ class RestoreEngine:
             )
         err.explained = True
 
+    # -- stage, swap, discard ---------------------------------------------------------
+    def _connect(self):
+        self.psql = Psql(self.conn)
+        self.server = server_info(self.psql)
+        self.smajor = int(self.server["server_version_num"]) // 10000
+
+    def _staged(self):
+        """(name, OID wanted, {name: OID now}) of the database mode stage made, as staging_database and
+        staged_oid name it: only a scratch name of this database is ever accepted."""
+        name = self.p.get("staging_database")
+        scratch = derived_name(self.database, RESTORE_SCRATCH)
+        if not name or not leftovers.derived_databases([name], self.database, RESTORE_SCRATCH):
+            raise PgError(
+                f"staging_database must be a scratch database of {self.database} ({scratch}<timestamp>, as mode "
+                f"stage returned it in staging_database); got {name!r}. Nothing was changed."
+            )
+        wanted = self.p.get("staged_oid")
+        if wanted is None:
+            raise PgError(
+                f"staged_oid is required with mode {self.mode}: the restored_oid mode stage returned. Nothing was "
+                "changed."
+            )
+        return name, int(wanted), pg_cli.database_oids(self.psql, [self.database, name])
+
+    def _forget_claim(self, name):
+        """Remove the free lock file a staged database kept (it was swapped in or dropped)."""
+        if not self.lock_dir:
+            return
+        lock = locks.FileLock(leftovers.db_lock_path(self.lock_dir, name), f"restore of {self.database}")
+        try:
+            if lock.try_acquire(create=False):
+                lock.release(remove=True)
+        except OSError:
+            pass
+
+    def swap_staged(self):
+        """Swap the database mode stage made in as the live one (compare-and-swap on both OIDs); the live
+        one is kept as ``__pre_restore_<ts>``."""
+        started = time.monotonic()
+        self._connect()
+        name, wanted, oids = self._staged()
+        if oids[name] is None:
+            raise PgError(
+                f"the staged database {name} does not exist on {self.conn.describe()}: there is nothing to swap in. "
+                f"Nothing was changed; {self.database} is as it was."
+            )
+        if oids[name] != wanted:
+            raise SwapConflict(
+                f"refusing to swap {name} in: it (OID {oids[name]}) is not the database this recovery staged "
+                f"(OID {wanted}). Nothing was changed.",
+                found=oids,
+            )
+        self.live_oid = oids[self.database]
+        self._expect_live(self.live_oid, f"swap {name} in")
+        ts = stamp(catalog.utcnow())
+        previous = self._free_name(PRE_RESTORE + ts) if self.live_oid is not None else None
+        if not self.p.get("confirm") and not self.check_mode:
+            raise self._refuse(name, previous)
+        kept = f" (the previous database kept as {previous})" if previous else ""
+        result = {
+            "changed": True,
+            "database": self.database,
+            "mode": "swap",
+            "restored_database": self.database,
+            "staging_database": name,
+            "previous_database": previous,
+            "verified": self.verified,
+            "assertions": [],
+            "warnings": self.warnings,
+            "leftovers": [],
+            "kept_databases": [],
+        }
+        if self.check_mode:
+            result["msg"] = f"check mode: would swap {name} in as {self.database}{kept}"
+            return result
+        expect = {self.database: wanted}
+        if previous is not None:
+            expect[previous] = self.live_oid
+        attempts = self._swap_explained(previous, name, expect, "swap", f"what {name} held{kept}")
+        self.restored_oid = wanted
+        self._forget_claim(name)
+        self.janitor = leftovers.Janitor(self.psql, self.lock_dir, log=self.log)
+        self._keep_previous()
+        self.warnings.extend(self.janitor.warnings)
+        result.update(
+            duration=round(time.monotonic() - started, 3),
+            swap_attempts=attempts,
+            kept_databases=self.kept_databases,
+            restored_oid=wanted,
+            previous_oid=self.live_oid if previous else None,
+            msg=f"swapped {name} in as {self.database}{kept}{self._summary()}",
+        )
+        return result
+
+    def discard_staged(self):
+        """Drop the database mode stage made (a recovery that stops before its swap): only that one."""
+        self._connect()
+        name, wanted, oids = self._staged()
+        out = {
+            "changed": False,
+            "database": self.database,
+            "mode": "discard",
+            "staging_database": name,
+            "dropped": None,
+            "warnings": self.warnings,
+        }
+        if oids[name] is None:
+            return dict(out, msg=f"{name} is not there: nothing to discard")
+        if oids[name] != wanted:
+            raise SwapConflict(
+                f"refusing to drop {name}: it (OID {oids[name]}) is not the database this recovery staged "
+                f"(OID {wanted}). Nothing was changed.",
+                found=oids,
+            )
+        if self.check_mode:
+            return dict(out, changed=True, msg=f"check mode: would drop the staged database {name}")
+        if not self._drop(name):
+            raise PgError(f"the staged database {name} could not be dropped: {'; '.join(self.warnings)}")
+        self._forget_claim(name)
+        return dict(
+            out, changed=True, dropped=name, msg=f"dropped the staged database {name}; {self.database} was not touched"
+        )
+
     # -- revert ----------------------------------------------------------------
     def _kept_databases(self):
         """This database's ``__pre_restore_<ts>`` databases on the server, newest first."""
@@ -1033,9 +1194,7 @@ class RestoreEngine:
     def revert(self):
         """Swap a kept previous database back in; the current one is kept as ``__failed_restore_<ts>``."""
         started = time.monotonic()
-        self.psql = Psql(self.conn)
-        self.server = server_info(self.psql)
-        self.smajor = int(self.server["server_version_num"]) // 10000
+        self._connect()
         kept = self.p.get("previous_database")
         if not kept:
             candidates = self._kept_databases()
@@ -1088,20 +1247,11 @@ class RestoreEngine:
             self.warnings.extend(self.janitor.warnings)
             return result
         kept_as = f" (the database it replaced is kept as {failed})" if failed else ""
-        try:
-            expect = {self.database: oids[kept]}
-            if failed:
-                expect[failed] = oids[self.database]
-            attempts = self._swap(self.database, failed, kept, expect)
-            self._keep_previous()
-        except leftovers.Interrupted as err:
-            if self.swapped:
-                err.msg = (
-                    f"the revert was interrupted by {err.signame} after the swap had committed: {self.database} "
-                    f"now holds what {kept} held{kept_as}."
-                )
-                err.explained = True
-            raise
+        expect = {self.database: oids[kept]}
+        if failed:
+            expect[failed] = oids[self.database]
+        attempts = self._swap_explained(failed, kept, expect, "revert", f"what {kept} held{kept_as}")
+        self._keep_previous()
         self.warnings.extend(self.janitor.warnings)
         result.update(
             duration=round(time.monotonic() - started, 3),
@@ -1220,11 +1370,17 @@ def restore(params, check_mode=False, log=None):
             return engine.run()
     except PgError as err:
         if isinstance(err, leftovers.Interrupted) and not err.explained:
-            what = "revert" if params.get("mode") == "revert" else "restore"
-            err.msg = (
-                f"the {what} of {params['database']} was interrupted by {err.signame} before it changed anything: "
-                f"the live database {params['database']} is as it was."
-            )
+            what = params.get("mode") if params.get("mode") in ("revert", "swap") else "restore"
+            if engine is not None and engine.swapped:
+                err.msg = (
+                    f"the {what} of {params['database']} was interrupted by {err.signame} after its swap had "
+                    f"committed: {params['database']} holds the database it swapped in."
+                )
+            else:
+                err.msg = (
+                    f"the {what} of {params['database']} was interrupted by {err.signame} before it changed "
+                    f"anything: the live database {params['database']} is as it was."
+                )
         # What held before the failure (checksums, row counts, assertions): the verification record needs it.
         if engine is not None and engine.verified:
             err.details.setdefault("verified", list(engine.verified))

@@ -137,6 +137,28 @@ main().catch((e) => { emit({ error: String((e && e.message) || e).split('\n')[0]
 """
 
 
+def process_argument_spec():
+    """tokotani.dr.pm2_process (and the app of tokotani.dr.recovery_commit)."""
+    return {
+        "name": {"type": "str"},
+        "ecosystem": {"type": "path"},
+        "only": {"type": "list", "elements": "str"},
+        "state": {"type": "str", "choices": list(STATES), "default": "started"},
+        "recreate": {"type": "bool", "default": True},
+        "restart_if_newer": {"type": "list", "elements": "path", "default": []},
+        "ecosystem_env": {"type": "str"},
+        "wait": {"type": "bool", "default": True},
+        "min_uptime": {"type": "float", "default": 3},
+        "wait_timeout": {"type": "int", "default": 60, "aliases": ["timeout"]},
+        "log_lines": {"type": "int", "default": 20},
+        "save": {"type": "bool", "default": False},
+        "startup": {"type": "str", "choices": ["systemd"]},
+        "user": {"type": "str", "aliases": ["run_as"]},
+        "pm2_home": {"type": "path"},
+        "executable": {"type": "path"},
+    }
+
+
 class Pm2Error(DrError):
     """A pm2 failure an operator can act on (the message, and the command, rc and stderr behind it)."""
 

@@ -270,6 +270,17 @@ def timeline(steps, end_at):
     return out
 
 
+def downtime(steps):
+    """Seconds the shop was down in a timeline: from the start of its step stop to the end of its step health
+    (or of the run, when it got no further); None when the app was never stopped."""
+    stops = [item for item in steps if item["step"] == "stop"]
+    if not stops:
+        return None
+    healthy = [item for item in steps if item["step"] == "health"]
+    end = healthy[-1]["finished_at"] if healthy else steps[-1]["finished_at"]
+    return round(end - stops[0]["started_at"], 2)
+
+
 def left_behind(record, found):
     """Sentences on what a run that stopped left, from found: {key: oid or None} of its databases now.
 
@@ -295,7 +306,7 @@ def left_behind(record, found):
             f"the live database {record['database']} (OID {live_now}) is neither the one it started from "
             f"(OID {dbs.get('live_oid')}) nor one it restored: changed by someone else since"
         )
-    for key in ("scratch", "previous", "failed_restore"):
+    for key in ("staging", "scratch", "previous", "failed_restore"):
         name = dbs.get(key)
         if isinstance(name, str):
             state = "is still there" if found.get(name) else "is not there"
@@ -486,6 +497,8 @@ class RecoveryRun:
             "run_id": record["run_id"],
             "record": record,
             "timeline": steps,
+            "downtime": downtime(steps),
+            "facts": self._facts(record),
             "started_at": record["started_at"],
             "finished_at": now,
             "duration": round(now - record["started_at"], 2),
@@ -510,13 +523,63 @@ class RecoveryRun:
         stale, reason = stale_verdict(record, now, self.stale_after, restores)
         out.update(in_progress=not stale, stale=stale, left_behind=self._facts(record) if stale else [])
         if stale:
+            out["advice"] = advice(record)
             out["msg"] = (
                 f"the recovery {describe(record, now)} never finished ({reason}). What it left: "
-                f"{'; '.join(out['left_behind']) or 'unknown'}. The next recovery takes over and reports it."
+                f"{'; '.join(out['left_behind']) or ('not checked' if self.psql is None else 'unknown')}. "
+                f"{out['advice']}"
             )
         else:
             out["msg"] = f"a recovery of {self.database} is in progress: {describe(record, now)} ({reason})"
         return out
+
+
+# What an operator does about a run that never finished, by the step it reached.
+BEFORE_SWAP = ("start", "identify", "stop", "restore", "verify")
+ADVICE_BEFORE_SWAP = (
+    "It never reached the swap: the live database was not replaced. If it had stopped the application (step stop), "
+    "the application is still stopped: start it (pm2 start ecosystem.config.js), or run recover_db.yml again, which "
+    "takes over (at once with -e db_recovery_break_lock=true) and drops the copy it restored."
+)
+ADVICE_AFTER_SWAP = (
+    "It had reached the swap, which runs to its end on the server with the restart of the application: check "
+    "/api/health and run playbooks/post_recovery.yml; the database it replaced is kept (__pre_restore_)."
+)
+
+
+def advice(record):
+    """The next thing to do about an open record whose run is dead, from the step it reached."""
+    return ADVICE_BEFORE_SWAP if record.get("step") in BEFORE_SWAP else ADVICE_AFTER_SWAP
+
+
+def report(directory, database, psql=None, now=None, stale_after=STALE_AFTER):
+    """backup_info's view of the recovery of database: {state (none, in_progress, interrupted, ended,
+    untrusted), run_id, step, outcome, msg, left_behind, advice}. Read-only; checks the databases when psql."""
+    clock = time.time() if now is None else now
+    engine = RecoveryRun(
+        {"database": database, "state_dir": directory, "stale_after": stale_after}, psql=psql, now=lambda: clock
+    )
+    status = engine.status()
+    record = status["record"]
+    out = {
+        "state": "none",
+        "run_id": None,
+        "step": None,
+        "outcome": None,
+        "msg": status["msg"],
+        "left_behind": status.get("left_behind") or [],
+        "advice": None,
+    }
+    if status.get("problems"):
+        return dict(out, state="untrusted")
+    if record is None:
+        return out
+    out.update(run_id=record["run_id"], step=record.get("step"))
+    if record["state"] != OPEN:
+        return dict(out, state="ended", outcome=record["state"])
+    if status["in_progress"]:
+        return dict(out, state="in_progress")
+    return dict(out, state="interrupted", advice=status["advice"])
 
 
 def in_progress(directory, database, now=None, stale_after=STALE_AFTER):

@@ -35,7 +35,7 @@ except ImportError:  # the host-side runner: no Ansible installed there
 SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 FORMATS = ["directory", "plain", "custom"]
 COMPRESSIONS = ["zstd", "gzip", "none"]
-RESTORE_MODES = ["replace", "into", "revert"]
+RESTORE_MODES = ["replace", "stage", "swap", "discard", "into", "revert"]
 OFFSITE_MODES = ["push", "pull", "list", "prune"]
 
 
@@ -293,6 +293,8 @@ def restore_argument_spec():
         **suspicious_argument_spec(),
         expected_oid={"type": "int"},
         previous_oid={"type": "int"},
+        staging_database={"type": "str"},
+        staged_oid={"type": "int"},
         **keep_previous_argument_spec(),
     )
     spec.update(key_argument_spec())

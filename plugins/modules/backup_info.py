@@ -51,6 +51,7 @@ options:
     description:
       - Only list backups of this database (legacy files, which carry no database name, are always listed
         unless O(include_legacy=false)).
+      - Also reports its recovery in RV(recovery) - one in progress, one interrupted, how the last one ended.
     type: str
   include_legacy:
     description:
@@ -215,8 +216,9 @@ valid_count:
 suspicious:
   description:
     - Names of the valid backups marked suspicious by the backup's guard (a table shrank sharply against the previous
-      backup); each element of RV(backups) carries the mark in C(suspicious) (C(compared_with), C(reason), C(tables)).
-      V(latest) passes over them.
+      backup, or the backup was taken while a recovery of its database was in progress); each element of RV(backups)
+      carries the mark in C(suspicious) (C(compared_with), C(reason), C(tables), C(recovery_run)). V(latest) passes
+      over them.
   returned: always
   type: list
   elements: str
@@ -243,6 +245,38 @@ partials:
   returned: always
   type: list
   elements: str
+recovery:
+  description:
+    - The recovery of O(database) (M(tokotani.dr.recovery_run)) - whether one is in progress, one never finished
+      (its controller was killed or lost), or how the last one ended. With O(kept_databases=true) what an
+      interrupted run left is checked on the server by OID.
+  returned: when O(database) is given
+  type: dict
+  contains:
+    state:
+      description: V(none), V(in_progress), V(interrupted) (a run that never finished), V(ended) or V(untrusted).
+      type: str
+      sample: interrupted
+    run_id:
+      description: The run (null when none was recorded).
+      type: str
+    step:
+      description: The step the run reached.
+      type: str
+      sample: restore
+    outcome:
+      description: How an ended run ended (V(recovered), V(reverted), V(failed), V(refused)).
+      type: str
+    msg:
+      description: The same in words, naming the run (who, from where, since when, which step).
+      type: str
+    left_behind:
+      description: What an interrupted run left, checked on the server (with O(kept_databases=true)).
+      type: list
+      elements: str
+    advice:
+      description: What to do about an interrupted run.
+      type: str
 leftovers:
   description:
     - Staging and work directories in O(backup_dir) (and with O(kept_databases=true), scratch databases of
@@ -304,8 +338,8 @@ kept_databases:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.tokotani.dr.plugins.module_utils.backup_report import backup_info
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
-from ansible_collections.tokotani.dr.plugins.module_utils.leftovers import backup_info
 from ansible_collections.tokotani.dr.plugins.module_utils.specs import (
     keep_previous_argument_spec,
     key_argument_spec,

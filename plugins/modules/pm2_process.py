@@ -359,29 +359,12 @@ logs:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import call
-from ansible_collections.tokotani.dr.plugins.module_utils.pm2 import STATES, ensure_process
+from ansible_collections.tokotani.dr.plugins.module_utils.pm2 import ensure_process, process_argument_spec
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "name": {"type": "str"},
-            "ecosystem": {"type": "path"},
-            "only": {"type": "list", "elements": "str"},
-            "state": {"type": "str", "choices": list(STATES), "default": "started"},
-            "recreate": {"type": "bool", "default": True},
-            "restart_if_newer": {"type": "list", "elements": "path", "default": []},
-            "ecosystem_env": {"type": "str"},
-            "wait": {"type": "bool", "default": True},
-            "min_uptime": {"type": "float", "default": 3},
-            "wait_timeout": {"type": "int", "default": 60, "aliases": ["timeout"]},
-            "log_lines": {"type": "int", "default": 20},
-            "save": {"type": "bool", "default": False},
-            "startup": {"type": "str", "choices": ["systemd"]},
-            "user": {"type": "str", "aliases": ["run_as"]},
-            "pm2_home": {"type": "path"},
-            "executable": {"type": "path"},
-        },
+        argument_spec=process_argument_spec(),
         mutually_exclusive=[("name", "only")],
         required_one_of=[("name", "ecosystem")],
         required_by={"only": "ecosystem", "ecosystem_env": "ecosystem"},

@@ -345,6 +345,9 @@ suspicious:
   description:
     - Set when the backup is suspicious (O(shrink_check)) - C(compared_with) (the baseline), C(reason), C(tables)
       (each C(table), C(previous_rows), C(rows), C(lost)); null otherwise.
+    - A backup that ends while a recovery of the database is in progress (M(tokotani.dr.recovery_run)) is suspicious
+      too, whatever O(shrink_check) says - C(compared_with) null, C(tables) empty, C(recovery_run) the run - since it
+      holds the database being recovered from.
   returned: success, when not in check mode
   type: dict
   sample: {"compared_with": "backup_2026-01-04_02-00-00",

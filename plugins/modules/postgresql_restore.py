@@ -20,6 +20,16 @@ description:
     previous database stays as C(<database>__pre_restore_<timestamp>). When the live database does not exist
     any more (it was dropped), the restored one simply takes its name, with the properties recorded in the
     manifest.
+  - O(mode=stage) and O(mode=swap) - the two halves of O(mode=replace), for a recovery that restores and checks while
+    the application still serves and stops it only for the swap (M(tokotani.dr.recovery_commit)), or that must
+    not be cut in two by a lost controller. O(mode=stage) restores and checks into C(<database>__restore_<timestamp>)
+    and leaves it there (RV(staging_database), RV(restored_oid)); the live database is not touched. O(mode=swap)
+    swaps that database (O(staging_database), which must still have the OID O(staged_oid)) in as in
+    O(mode=replace), a compare-and-swap on both OIDs. A staged database is left alone by the cleanup of other runs
+    while the recovery that staged it is in progress (M(tokotani.dr.recovery_run)); once that recovery is over,
+    the next restore of the database drops it.
+  - O(mode=discard) - drops the database O(mode=stage) made (O(staging_database), only when it still has the OID
+    O(staged_oid)), for a recovery that stops before its swap.
   - O(mode=into) - restores into the new database O(database) (which must not exist), with the same checks;
     nothing else is touched. Used by restore tests and backup verification.
   - O(assertions) - the operator's SQL checks, run against the restored database after the table and row-count
@@ -92,11 +102,12 @@ options:
     type: str
   mode:
     description:
-      - V(replace) swaps the restored database in for O(database); V(into) creates O(database) and leaves
+      - V(replace) swaps the restored database in for O(database); V(stage) restores and checks it, stopping before
+        the swap; V(swap) swaps a staged database in; V(discard) drops one; V(into) creates O(database) and leaves
         everything else alone; V(revert) swaps a kept previous database back in for O(database) (no backup is
         read, the backup options are ignored).
     type: str
-    choices: [replace, into, revert]
+    choices: [replace, stage, swap, discard, into, revert]
     default: replace
   confirm:
     description:
@@ -169,6 +180,16 @@ options:
       - Whatever this says, the swap itself commits only if, after the renames, the databases are the ones the run
         saw a moment before; otherwise it rolls back.
     type: int
+  staging_database:
+    description:
+      - O(mode=swap) and O(mode=discard) - the database O(mode=stage) made (its RV(staging_database)). Only a scratch
+        name of O(database), C(<database>__restore_<timestamp>), is accepted.
+    type: str
+  staged_oid:
+    description:
+      - O(mode=swap) and O(mode=discard) - the OID O(staging_database) must have (RV(restored_oid) of the stage);
+        required with them. Another database of that name is never swapped in or dropped.
+    type: int
   previous_oid:
     description:
       - O(mode=revert) - the OID the kept database of O(previous_database) must have (RV(previous_oid) of the replace
@@ -235,6 +256,24 @@ EXAMPLES = r"""
     confirm: true
   register: reverted
 
+- name: Restore and check while the shop still serves; nothing live is touched yet
+  tokotani.dr.postgresql_restore:
+    database: tokotani
+    backup_dir: /srv/tokotani/backups
+    mode: stage
+    confirm: true
+  register: staged
+
+- name: Swap the staged copy in, only if both databases are still the ones the stage saw
+  tokotani.dr.postgresql_restore:
+    database: tokotani
+    mode: swap
+    backup_dir: /srv/tokotani/backups
+    staging_database: "{{ staged.staging_database }}"
+    staged_oid: "{{ staged.restored_oid }}"
+    expected_oid: "{{ staged.live_oid }}"
+    confirm: true
+
 - name: Restore from before the breach
   tokotani.dr.postgresql_restore:
     database: tokotani
@@ -257,7 +296,9 @@ previous_database:
   type: str
   sample: tokotani__pre_restore_20260105_083512
 restored_oid:
-  description: The OID of the database now live as O(database) (O(mode=replace) and O(mode=revert)).
+  description:
+    - The OID of the database now live as O(database) (O(mode=replace), O(mode=swap) and O(mode=revert)); in
+      O(mode=stage), of the staged database (for O(staged_oid)).
   returned: success, when not in check mode
   type: int
   sample: 16990
@@ -272,7 +313,9 @@ reverted_from:
   type: str
   sample: tokotani__pre_restore_20260105_083512
 staging_database:
-  description: The name the backup was restored under before the swap (O(mode=replace)).
+  description:
+    - The name the backup was restored under before the swap (O(mode=replace)); in O(mode=stage), where it stays for
+      O(mode=swap).
   returned: always
   type: str
   sample: tokotani__restore_20260105_083512
@@ -353,6 +396,16 @@ kept_databases:
   returned: success
   type: list
   elements: dict
+live_oid:
+  description: O(mode=stage) - the OID of the live database the stage left untouched (for O(expected_oid) of the swap).
+  returned: success in O(mode=stage), when not in check mode
+  type: int
+  sample: 16384
+dropped:
+  description: O(mode=discard) - the staged database dropped (null when it was not there).
+  returned: when O(mode=discard)
+  type: str
+  sample: tokotani__restore_20260105_083512
 interrupted_by:
   description: The signal that stopped the run (V(SIGTERM), V(SIGINT) or V(SIGHUP)); RV(msg) says what was undone.
   returned: failure, when a signal stopped the run

@@ -99,8 +99,8 @@ options:
     default: false
   check_databases:
     description:
-      - Read the live database's OID (V(started)) and check what a dead run left (V(started), V(status)) on the server.
-        Needs the connection options; V(false) leaves PostgreSQL alone.
+      - Read the live database's OID (V(started)) and check what a dead run left (V(started), V(status)) or what this
+        run leaves (V(finished)) on the server. Needs the connection options; V(false) leaves PostgreSQL alone.
     type: bool
     default: true
 notes:
@@ -193,6 +193,20 @@ timeline:
   returned: with O(state=finished)
   type: list
   elements: dict
+downtime:
+  description:
+    - Seconds the shop was down - from the start of step C(stop) to the end of step C(health) (or of the run); null
+      when the run never stopped the app.
+  returned: with O(state=finished)
+  type: float
+  sample: 6.4
+facts:
+  description:
+    - What the run leaves, checked on the server by OID when O(check_databases) is set (the live database untouched,
+      or the backup it restored; whether its staging and kept databases are there), one sentence each.
+  returned: with O(state=finished)
+  type: list
+  elements: str
 started_at:
   description: When the run started, epoch seconds (the server's clock).
   returned: with O(state=finished)

@@ -251,3 +251,38 @@ def test_the_backup_job_stands_aside_while_a_recovery_is_in_progress(pg_cluster,
     proc = run_job("backup", config, tmp_path / "backup.json", env)
     assert proc.returncode == 0, proc.stderr
     assert len(list(backups.glob("*.manifest.json"))) == 1, "the backup after the recovery was not taken"
+
+
+def test_a_backup_that_ends_during_a_recovery_is_suspicious_and_latest_skips_it(pg_cluster, shop, tmp_path):
+    """The backup that was already running when a recovery started (or one taken by hand meanwhile) holds the
+    database being recovered from: it is kept, marked suspicious, and never picked as latest."""
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    args = conn_args(pg_cluster, database=DB, backup_dir=str(backups), backup_key=KEY)
+    good = run_module("postgresql_backup", args)
+    assert not good.get("failed") and good["suspicious"] is None, good
+    time.sleep(1.1)  # a new backup name
+    run = recovery(pg_cluster, backups, state="started", step="restore", operator="alice")
+    during = run_module("postgresql_backup", args)
+    assert not during.get("failed"), during
+    assert during["suspicious"]["compared_with"] is None and during["suspicious"]["recovery_run"] == run["run_id"]
+    assert during["suspicious"]["reason"] == (
+        f"taken while a recovery of {DB} was in progress (run {run['run_id']} by alice, at step restore): it may hold "
+        "the database being recovered from"
+    )
+    assert any("marked suspicious" in w for w in during.get("warnings", [])), during
+    listing = run_module("backup_info", conn_args(pg_cluster, backup_dir=str(backups), database=DB, backup_key=KEY))
+    assert listing["newest"]["name"] == good["name"]
+    assert listing["suspicious"] == [during["name"]]
+    assert listing["recovery"]["state"] == "in_progress" and listing["recovery"]["run_id"] == run["run_id"]
+    picked = run_module(
+        "postgresql_restore",
+        conn_args(pg_cluster, database=DB, backup_dir=str(backups), backup_key=KEY, mode="replace"),
+        check=True,
+    )
+    assert picked["backup"]["name"] == good["name"], picked
+    assert any(f"the newer backup {during['name']} is suspicious" in w for w in picked.get("warnings", [])), picked
+    closed = recovery(pg_cluster, backups, state="finished", run_id=run["run_id"], outcome="recovered")
+    assert not closed.get("failed"), closed
+    ended = run_module("backup_info", conn_args(pg_cluster, backup_dir=str(backups), database=DB, backup_key=KEY))
+    assert ended["recovery"]["state"] == "ended" and ended["recovery"]["outcome"] == "recovered"

@@ -119,6 +119,43 @@ def test_the_timeline_ends_each_step_where_the_next_begins():
     ]
 
 
+def test_downtime_runs_from_the_stop_to_the_end_of_the_health_check():
+    plan_order = rr.timeline(
+        [
+            {"step": s, "at": at}
+            for s, at in (
+                ("identify", 10.0),
+                ("stop", 11.0),
+                ("restore", 12.0),
+                ("swap", 30.0),
+                ("restart", 30.1),
+                ("health", 34.0),
+            )
+        ],
+        36.5,
+    )
+    assert rr.downtime(plan_order) == 25.5
+    keep_serving = rr.timeline(
+        [
+            {"step": s, "at": at}
+            for s, at in (
+                ("identify", 10.0),
+                ("restore", 11.0),
+                ("verify", 29.0),
+                ("stop", 29.5),
+                ("swap", 30.0),
+                ("restart", 30.1),
+                ("health", 34.0),
+            )
+        ],
+        35.0,
+    )
+    assert rr.downtime(keep_serving) == 5.5
+    # never stopped (refused before step 1): no downtime; stopped but never healthy: until the run ended
+    assert rr.downtime(rr.timeline([{"step": "identify", "at": 1.0}], 2.0)) is None
+    assert rr.downtime(rr.timeline([{"step": "stop", "at": 1.0}, {"step": "restore", "at": 2.0}], 9.0)) == 8.0
+
+
 def test_what_a_dead_run_left_is_said_from_what_is_found():
     rec = record(databases={"live_oid": 1, "restored_oid": 2, "previous": "t__pre", "scratch": "t__restore"})
     untouched = rr.left_behind(rec, {"live": 1, "t__pre": None, "t__restore": 5})
@@ -163,3 +200,25 @@ def test_the_swap_commits_only_when_every_name_is_the_database_the_run_saw():
 def test_a_name_in_the_compare_and_swap_is_a_quoted_literal():
     sql = pg_restore.cas_sql({"it's": 1})
     assert "datname = 'it''s')" in sql
+
+
+def test_backup_info_reports_an_interrupted_recovery_and_what_to_do(tmp_path):
+    database = "shop"
+    path = rr.record_path(str(tmp_path), database)
+    assert rr.report(str(tmp_path), database, now=1000.0)["state"] == "none"
+    doc = record(database=database, step="restore", updated_at=100.0)
+    Path(path).write_text(json.dumps(doc))
+    live = rr.report(str(tmp_path), database, now=200.0)
+    assert live["state"] == "in_progress" and live["advice"] is None
+    dead = rr.report(str(tmp_path), database, now=100.0 + rr.STALE_AFTER + 1)
+    assert dead["state"] == "interrupted" and dead["step"] == "restore" and dead["run_id"] == doc["run_id"]
+    assert dead["advice"] == rr.ADVICE_BEFORE_SWAP
+    assert "never finished" in dead["msg"] and "What it left: not checked." in dead["msg"]
+    assert dead["msg"].endswith(rr.ADVICE_BEFORE_SWAP)
+    Path(path).write_text(json.dumps(dict(doc, step="restart")))
+    assert rr.report(str(tmp_path), database, now=100.0 + rr.STALE_AFTER + 1)["advice"] == rr.ADVICE_AFTER_SWAP
+    Path(path).write_text(json.dumps(dict(doc, state="recovered", step="end", finished_at=150.0)))
+    ended = rr.report(str(tmp_path), database, now=2000.0)
+    assert ended["state"] == "ended" and ended["outcome"] == "recovered"
+    Path(path).write_text('{"schema": 1, "run_id": "$(reboot)"}')
+    assert rr.report(str(tmp_path), database, now=2000.0)["state"] == "untrusted"

@@ -1,0 +1,191 @@
+# Copyright: (c) 2026, TokoTani DevOps Team
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The commit of a recovery: (stop the app,) swap the staged database in, restart the app - one call
+on the server that a lost controller cannot cut in two.
+
+Over a connection that does not end the remote process when the controller dies (docker exec, an SSH
+session whose client was SIGKILLed), a module keeps running; over one that does (SIGHUP), it is killed.
+Either way, a recovery whose steps are separate tasks could end swapped with the application stopped.
+This engine ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE from its first step to its last, so once it
+starts, it finishes: the live database is either untouched (a refused or failed swap, the app started
+again when this call stopped it) or swapped with the application restarted. Each step is recorded in
+the recovery record first (tokotani.dr.recovery_run), so an interrupted run's record says how far it got.
+
+The swap is the one of the restore engine (pg_restore.RestoreEngine, mode swap: a compare-and-swap on
+both OIDs); the app is driven by the pm2 engine (pm2.ensure_process), as pm2_process does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+
+from ansible_collections.tokotani.dr.plugins.module_utils import pg_restore, pm2
+from ansible_collections.tokotani.dr.plugins.module_utils import recovery_run as recovery
+from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import Connection, PgError
+from ansible_collections.tokotani.dr.plugins.module_utils.specs import (
+    keep_previous_argument_spec,
+    key_argument_spec,
+    postgres_argument_spec,
+)
+
+SHIELDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE") if hasattr(signal, name))
+
+
+def argument_spec():
+    """tokotani.dr.recovery_commit: the swap of a staged database and the app around it."""
+    app = {
+        key: value
+        for key, value in pm2.process_argument_spec().items()
+        if key in ("ecosystem", "only", "min_uptime", "wait_timeout", "log_lines", "user", "pm2_home", "executable")
+    }
+    app["ecosystem"] = dict(app["ecosystem"], required=True)
+    spec = postgres_argument_spec()
+    spec.update(
+        database={"type": "str", "required": True, "aliases": ["db"]},
+        state_dir={"type": "path", "required": True},
+        run_id={"type": "str", "required": True},
+        staging_database={"type": "str", "required": True},
+        staged_oid={"type": "int", "required": True},
+        expected_oid={"type": "int"},
+        backup_dir={"type": "path"},
+        stop_first={"type": "bool", "default": False},
+        app={"type": "dict", "required": True, "options": app},
+        confirm={"type": "bool", "default": False},
+        login_os_user={"type": "str"},
+        **keep_previous_argument_spec(),
+    )
+    spec.update(key_argument_spec())
+    return spec
+
+
+class CommitError(DrError):
+    """The commit stopped; its message says where every database and the app are."""
+
+
+@contextlib.contextmanager
+def shielded():
+    """The signals a lost controller sends are ignored for the block (and restored after it)."""
+    previous = {}
+    for signum in SHIELDED:
+        with contextlib.suppress(OSError, ValueError):
+            previous[signum] = signal.signal(signum, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(signum, handler)
+
+
+class Commit:
+    def __init__(self, module, params, check_mode=False):
+        self.module = module
+        self.p = params
+        self.check_mode = check_mode
+        self.database = params["database"]
+        self.steps = []
+        self.warnings = []
+        self.swapped = False
+
+    def _record(self, step, databases=None, *, must=True):
+        """Record step in the recovery record; before the swap a failure stops the commit (this run may no
+        longer own the recovery), after it only a warning (the app must still be restarted)."""
+        if self.check_mode:
+            return
+        params = {
+            "database": self.database,
+            "state_dir": self.p["state_dir"],
+            "run_id": self.p["run_id"],
+            "step": step,
+            "databases": databases or {},
+        }
+        try:
+            recovery.RecoveryRun(params).step()
+        except DrError as err:
+            if must:
+                raise
+            self.warnings.append(f"step {step} could not be recorded: {err.msg}")
+        self.steps.append(step)
+
+    def _app(self, state):
+        app = dict(self.p["app"])
+        app.update(state=state, name=None, recreate=True, restart_if_newer=[], ecosystem_env=None, wait=True)
+        app.update(save=False, startup=None)
+        return pm2.ensure_process(self.module, app, check_mode=self.check_mode)
+
+    def _restore_params(self, mode):
+        params = {k: v for k, v in self.p.items() if k not in ("app", "stop_first", "run_id", "state_dir")}
+        params.update(mode=mode, backup_dir=self.p.get("backup_dir") or self.p["state_dir"])
+        return params
+
+    def run(self):
+        result = {"changed": False, "database": self.database, "stopped": None, "swap": None, "restart": None}
+        conn = Connection.from_params(self.p)
+        swap = pg_restore.RestoreEngine(conn, self._restore_params("swap"), check_mode=self.check_mode)
+        with shielded():
+            stopped = None
+            if self.p.get("stop_first"):
+                self._record("stop")
+                stopped = self._app("stopped")
+                result.update(stopped=stopped, changed=True)
+            self._record("swap", {"staging": self.p["staging_database"]})
+            try:
+                swapped = swap.run()
+            except PgError as err:
+                raise self._swap_failed(err, stopped) from None
+            self.swapped = True
+            result.update(swap=swapped, changed=True)
+            self.warnings.extend(swapped.pop("warnings", []))
+            if self.check_mode:
+                result["msg"] = swapped["msg"] + "; would restart the application"
+                return result
+            databases = {
+                "previous": swapped["previous_database"],
+                "previous_oid": swapped["previous_oid"],
+                "restored_oid": swapped["restored_oid"],
+            }
+            self._record("restart", databases, must=False)
+            try:
+                result["restart"] = self._app("restarted")
+            except pm2.Pm2Error as err:
+                err.msg = (
+                    f"{swapped['msg']}, but the application did not come back: {err.msg}. {self.database} holds the "
+                    f"restored backup; the previous database is kept as {swapped['previous_database'] or '(none)'}."
+                )
+                err.details.update(swap=swapped, **databases)
+                raise
+        result.update(
+            previous_database=swapped["previous_database"],
+            previous_oid=swapped["previous_oid"],
+            restored_oid=swapped["restored_oid"],
+            steps=self.steps,
+            msg=f"{swapped['msg']}; the application was restarted",
+        )
+        return result
+
+    def _swap_failed(self, err, stopped):
+        """The swap changed nothing (refused, a compare-and-swap mismatch, an SQL error): start the app again
+        when this call stopped it, and say so."""
+        text = err.msg
+        if stopped is not None:
+            try:
+                self._app("started")
+                text += " The application was started again on the untouched database."
+            except pm2.Pm2Error as start_err:
+                text += f" The application did NOT start again: {start_err.msg}"
+        details = {k: v for k, v in err.details.items() if k not in ("msg", "swapped", "app_stopped")}
+        return CommitError(text, swapped=False, app_stopped=stopped is not None, **details)
+
+
+def commit(module, params, check_mode=False):
+    """The module's entry: returns the result, raises a DrError (with swapped: whether the swap committed)."""
+    engine = Commit(module, params, check_mode=check_mode)
+    try:
+        result = engine.run()
+    except DrError as err:
+        err.details.setdefault("swapped", engine.swapped)
+        raise
+    result["warnings"] = engine.warnings
+    return result
