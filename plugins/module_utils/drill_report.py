@@ -38,8 +38,9 @@ numeric strings; keys not listed are ignored)::
               {"step": str, "started_at": epoch, "finished_at": epoch,
                "seconds": float}             #   seconds is optional and ignored (recomputed)
             ],
-            "failure": str | null            #   why it failed or was reverted
-          },
+            "failure": str | null,           #   why it failed or was reverted
+            "downtime_seconds": number | null  # optional: the shop's downtime (app stopped -> healthy),
+          },                                 #   as tokotani.dr.recovery_run measured it
           "checklist": {                     # optional, default null: the post-recovery checklist (plan 6.1)
             "passed": bool | null,           #   the checklist's own verdict, default: no item failed
             "started_at": epoch | null,
@@ -362,6 +363,7 @@ def _read_scenario(raw, path):
             ),
             "timeline": _read_timeline(recovery.get("timeline"), _path(recovery_path, "timeline")),
             "failure": _text(recovery.get("failure"), _path(recovery_path, "failure")),
+            "downtime_seconds": _number(recovery.get("downtime_seconds"), _path(recovery_path, "downtime_seconds")),
         },
         "checklist": _read_checklist(raw.get("checklist"), _path(path, "checklist")),
         "healthy_at": _number(raw.get("healthy_at"), _path(path, "healthy_at")),
@@ -697,6 +699,8 @@ def _recovery_block(recovery, expected):
         "backup_finished_at": _round(recovery["backup_finished_at"]),
         "backup_finished_at_iso": epoch_iso(recovery["backup_finished_at"]),
         "failure": recovery["failure"],
+        "downtime_seconds": _round(recovery["downtime_seconds"]),
+        "downtime_text": None if recovery["downtime_seconds"] is None else human_duration(recovery["downtime_seconds"]),
         "started_at": _round(first),
         "finished_at": _round(last),
         "seconds": None if first is None else _round(last - first),
@@ -966,6 +970,8 @@ def _md_facts(s):
         facts.append(
             f"- {label}: {block['measured_text']} measured, objective {block['objective_text']} ({_met_word(block)})"
         )
+    if s["recovery"]["downtime_text"]:
+        facts.append(f"- Shop downtime (application stopped until healthy again): {s['recovery']['downtime_text']}")
     if s["reasons"]:
         facts.append("- Failed because: " + "; ".join(_md(r) for r in s["reasons"]))
     return [*facts, ""]
@@ -1319,6 +1325,8 @@ def _html_head(s):
             f"<tr><th>{label}</th><td>{_e(block['measured_text'])}</td><td>{_e(block['objective_text'])}</td>"
             f"<td>{_met_html(block)}</td></tr>"
         )
+    if s["recovery"]["downtime_text"]:
+        out.append(f"<tr><th>Downtime</th><td>{_e(s['recovery']['downtime_text'])}</td><td>-</td><td></td></tr>")
     out.append("</table>")
     return out
 

@@ -209,6 +209,22 @@ def test_rto_and_rpo_arithmetic_against_objectives():
     assert s["recovery"]["backup_finished_at_iso"] == "2026-01-05T01:00:12.000Z"
 
 
+def test_the_shops_downtime_is_reported_beside_the_rto():
+    plain = scenario_of(dr.compute(drill()))
+    assert plain["recovery"]["downtime_seconds"] is None and plain["recovery"]["downtime_text"] is None
+    s = db_scenario()
+    s["recovery"]["downtime_seconds"] = "6.4"
+    report = dr.compute(drill(s))
+    assert schema_errors(report) == []
+    assert scenario_of(report)["recovery"]["downtime_seconds"] == 6.4
+    assert scenario_of(report)["recovery"]["downtime_text"] == "6.4 s"
+    assert "- Shop downtime (application stopped until healthy again): 6.4 s" in dr.render_markdown(report)
+    assert "<tr><th>Downtime</th><td>6.4 s</td>" in dr.render_html(report)
+    s["recovery"]["downtime_seconds"] = "soon"
+    with pytest.raises(dr.DrillReportError, match="downtime_seconds"):
+        dr.compute(drill(s))
+
+
 def test_rto_equal_to_the_objective_is_met():
     report = dr.compute(drill(db_scenario(objectives={"rto_seconds": 48, "rpo_seconds": 3588})))
     s = scenario_of(report)

@@ -42,7 +42,11 @@ def test_rto_and_rpo_agree_with_the_timeline():
     assert abs(rpo - (disaster - scenario["recovery"]["backup_finished_at"])) < 0.01
     # every recovery step lies between the disaster and the checklist's end, in order (identify comes before stop)
     steps = [p for p in scenario["phases"] if p["kind"] == "recovery"]
-    assert [p["name"] for p in steps][:3] == ["identify", "stop", "restore"]
+    assert [p["name"] for p in steps] == ["identify", "stop", "restore", "verify", "swap", "restart", "health"]
+    # the shop was down from the stop until healthy again: the RTO less identifying the backup
+    downtime = scenario["recovery"]["downtime_seconds"]
+    assert isinstance(downtime, (int, float)) and 0 < downtime < rto
+    assert abs(downtime - (scenario["healthy_at"] - steps[1]["started_at"])) < 0.05
     for earlier, later in itertools.pairwise(steps):
         assert earlier["started_at"] <= later["started_at"]
     assert steps[0]["started_at"] >= disaster
