@@ -898,11 +898,12 @@ def _checklist_cell(checklist):
 
 def render_table(report):
     """The terminal summary: plain ASCII lines, aligned columns."""
-    header = ("SCENARIO", "RTO measured / objective", "RPO measured / objective", "CHECKLIST", "VERDICT")
+    header = ("SCENARIO", "RTO measured / objective", "DOWNTIME", "RPO measured / objective", "CHECKLIST", "VERDICT")
     rows = [
         (
             f"{s['id']} {s['name']}",
             _objective_cell(s["rto"]),
+            s["recovery"]["downtime_text"] or "-",
             _objective_cell(s["rpo"]),
             _checklist_cell(s["checklist"]),
             s["verdict"].upper(),

@@ -667,16 +667,18 @@ def test_table_is_aligned_ascii_with_every_column():
     )
     header, rule, rows = lines[1], lines[2], lines[3:6]
     assert header.startswith("SCENARIO  ")
-    columns = [header.index(label) for label in ("SCENARIO", "RTO measured", "RPO measured", "CHECKLIST", "VERDICT")]
+    labels = ("SCENARIO", "RTO measured", "DOWNTIME", "RPO measured", "CHECKLIST", "VERDICT")
+    columns = [header.index(label) for label in labels]
     for row in rows:
         for start in columns[1:]:
             assert row[start - 2 : start] == "  ", (row, start)
             assert row[start] != " ", (row, start)
     assert set(rule) == {"-"} and len(rule) >= max(len(row) for row in rows)
-    assert rows[0].split() == ["4.2", "backup_verification", "-", "/", "-", "-", "/", "-", "-", "PASS"]
+    assert rows[0].split() == ["4.2", "backup_verification", "-", "/", "-", "-", "-", "/", "-", "-", "PASS"]
     assert re.split(r"\s{2,}", rows[1]) == [
         "2.1 database_recovery",
         "48 s / 30 min ok",
+        "-",
         "59.8 min / 24 h ok",
         "pass 4/5 (1 n/c)",
         "PASS",
@@ -684,6 +686,7 @@ def test_table_is_aligned_ascii_with_every_column():
     assert re.split(r"\s{2,}", rows[2]) == [
         "2.1b database_recovery",
         "- / 30 min UNMEASURED",
+        "-",
         "59.8 min / 24 h ok",
         "pass 4/5 (1 n/c)",
         "FAIL",
