@@ -32,8 +32,14 @@ import threading
 import time
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, db_checks, leftovers, pg_cli, specs
-from ansible_collections.tokotani.dr.plugins.module_utils import recovery_run
+from ansible_collections.tokotani.dr.plugins.module_utils import (
+    backup_keys,
+    db_checks,
+    leftovers,
+    pg_cli,
+    recovery_run,
+    specs,
+)
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import (
     TOOL_NAME,
     TOOL_VERSION,
@@ -558,14 +564,10 @@ class BackupEngine:
 
     def _find_baseline(self):
         """The newest valid backup of the database here that is not itself suspicious: what the new one's
-        row counts are compared with, and what its size is estimated from."""
-        if not os.path.isdir(self.directory):
-            return None
-        listing = catalog.scan(self.directory, database=self.database, keys=self.keys)
-        for entry in listing["backups"]:
-            if entry["kind"] == "managed" and entry["valid"] and not entry.get("suspicious"):
-                return entry
-        return None
+        row counts are compared with, and what its size is estimated from. When there is none here (a new or
+        rebuilt server), the offsite one the backup job found (params offsite_baseline), if any."""
+        entry = local_baseline(self.directory, self.database, self.keys)
+        return entry if entry is not None else self.p.get("offsite_baseline")
 
     def _preflight(self):
         self.psql = Psql(self.conn)
@@ -1118,6 +1120,16 @@ def _existing_parent(path):
 
 def _mb(value):
     return "%.1f MB" % (value / 1e6)
+
+
+def local_baseline(directory, database, keys=None):
+    """The newest valid, non-suspicious managed backup of database in directory, else None."""
+    if not os.path.isdir(directory):
+        return None
+    for entry in catalog.scan(directory, database=database, keys=keys)["backups"]:
+        if entry["kind"] == "managed" and entry["valid"] and not entry.get("suspicious"):
+            return entry
+    return None
 
 
 def backup(params, check_mode=False, log=None):

@@ -345,3 +345,28 @@ def test_check_mode_plans_and_writes_nothing(runner):
     assert not runner.backup_dir.exists()
     assert not runner.status_file.exists()
     assert runner.offsite()[0] == []
+
+
+def test_with_no_backup_here_the_guard_compares_with_the_offsite_copy(runner, pg_cluster):
+    """A rebuilt server whose local backups are gone: the first backup of a database that lost half a table is
+    compared with the newest offsite copy, and marked suspicious."""
+    db = "runner_shrunk"
+    load_shop(pg_cluster, db, fidelity=False, seed=11)
+    try:
+        config = runner.config(database=db, label="daily")
+        first = runner.result(runner.run(config))
+        assert first["failed"] is False and first["summary"]["offsite"]["pushed"], first
+        shutil.rmtree(runner.backup_dir)  # the server's disk is gone; the offsite copies are not
+        pg_cluster.psql("DELETE FROM order_items WHERE id % 2 = 0;", db=db)
+        proc = runner.run(config)
+        assert proc.returncode == 0, proc.stderr
+        second = runner.result(proc)
+        name = second["summary"]["name"]
+        assert f"no backup of {db} here: comparing the new one with the offsite copy {first['summary']['name']}" in (
+            proc.stderr
+        )
+        manifest = json.loads((runner.backup_dir / f"{name}.manifest.json").read_text())
+        assert manifest["suspicious"]["compared_with"] == first["summary"]["name"]
+        assert re.search(r"public\.order_items has \d+ rows, 50% fewer than \d+", manifest["suspicious"]["reason"])
+    finally:
+        drop_db(pg_cluster, db)

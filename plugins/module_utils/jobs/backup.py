@@ -59,7 +59,7 @@ retention still runs and the run fails naming that backup.
 from __future__ import annotations
 
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
-from ansible_collections.tokotani.dr.plugins.module_utils import pg_backup, recovery_run, s3_offsite, specs
+from ansible_collections.tokotani.dr.plugins.module_utils import backup_keys, pg_backup, recovery_run, s3_offsite, specs
 
 SECTIONS = ("backup", "offsite")
 # Options of the offsite section that the job sets itself (with their aliases).
@@ -170,6 +170,31 @@ def _offsite(params, name, check_mode, log):
     return details, caught_up_error
 
 
+def _offsite_baseline(params, offsite_params, log):
+    """The newest valid, signed, non-suspicious offsite backup of the database, for the suspicious-backup guard
+    and the space estimate when there is no backup of it here (a new or rebuilt server whose backups were
+    lost): without one, a backup of a damaged database would be compared with nothing. None when there is one
+    here, offsite copies are off, or they cannot be read (a warning: the guard is off for this backup)."""
+    if offsite_params is None or not params.get("shrink_check", True):
+        return None
+    keys = backup_keys.keyring(params)
+    if pg_backup.local_baseline(params["backup_dir"], params["database"], keys) is not None:
+        return None
+    try:
+        entries, _incomplete, _objects = s3_offsite.Store(offsite_params).catalog()
+    except OFFSITE_ERRORS as err:
+        log(
+            f"warning: there is no backup of {params['database']} here to compare the new one with, and the offsite "
+            f"copies could not be read ({err}): the suspicious-backup guard is off for this backup"
+        )
+        return None
+    for entry in entries:
+        if entry.get("database") == params["database"] and entry["valid"] and not entry.get("suspicious"):
+            log(f"no backup of {params['database']} here: comparing the new one with the offsite copy {entry['name']}")
+            return entry
+    return None
+
+
 def _stand_aside(params, log):
     """The skipped result while a recovery of the database is in progress (recovery_run), else None.
 
@@ -202,6 +227,7 @@ def run(config, log=None, check_mode=False, environ=None, via=None):
     aside = _stand_aside(params, log)
     if aside is not None:
         return aside
+    params = dict(params, offsite_baseline=_offsite_baseline(params, offsite_params, log))
     log(f"backing up database {params['database']} into {where}{' (check mode)' if check_mode else ''}")
     result = pg_backup.backup(params, check_mode=check_mode, log=log)
     for warning in result.get("warnings") or []:
