@@ -509,6 +509,7 @@ class RecoveryRun:
         now = self.now()
         record, problems = read_record(self.path, self.database)
         out = {"changed": False, "record": record, "record_path": self.path, "in_progress": False, "stale": None}
+        out["facts"] = []
         if problems:
             out["msg"] = f"the recovery record {self.path} cannot be trusted: {'; '.join(problems)}"
             out["problems"] = problems
@@ -521,7 +522,8 @@ class RecoveryRun:
             return out
         restores = restores_running(self.directory, self.database)
         stale, reason = stale_verdict(record, now, self.stale_after, restores)
-        out.update(in_progress=not stale, stale=stale, left_behind=self._facts(record) if stale else [])
+        facts = self._facts(record)
+        out.update(in_progress=not stale, stale=stale, left_behind=facts if stale else [], facts=facts)
         if stale:
             out["advice"] = advice(record)
             out["msg"] = (
@@ -530,7 +532,8 @@ class RecoveryRun:
                 f"{out['advice']}"
             )
         else:
-            out["msg"] = f"a recovery of {self.database} is in progress: {describe(record, now)} ({reason})"
+            so_far = f"; so far, checked on the server: {'; '.join(facts)}" if facts else ""
+            out["msg"] = f"a recovery of {self.database} is in progress: {describe(record, now)} ({reason}){so_far}"
         return out
 
 

@@ -204,7 +204,8 @@ facts:
   description:
     - What the run leaves, checked on the server by OID when O(check_databases) is set (the live database untouched,
       or the backup it restored; whether its staging and kept databases are there), one sentence each.
-  returned: with O(state=finished)
+    - With O(state=status), the same of the open run, alive or not (empty when no run is open).
+  returned: with O(state=finished) and O(state=status)
   type: list
   elements: str
 started_at:
