@@ -87,7 +87,7 @@ class Commit:
         self.database = params["database"]
         self.steps = []
         self.warnings = []
-        self.swapped = False
+        self.swap = None
 
     def _record(self, step, databases=None, *, must=True):
         """Record step in the recovery record; before the swap a failure stops the commit (this run may no
@@ -110,9 +110,9 @@ class Commit:
         self.steps.append(step)
 
     def _app(self, state):
-        app = dict(self.p["app"])
-        app.update(state=state, name=None, recreate=True, restart_if_newer=[], ecosystem_env=None, wait=True)
-        app.update(save=False, startup=None)
+        """pm2_process with its own defaults, the app's options and state."""
+        app = {key: option.get("default") for key, option in pm2.process_argument_spec().items()}
+        app.update(self.p["app"], state=state)
         return pm2.ensure_process(self.module, app, check_mode=self.check_mode)
 
     def _restore_params(self, mode):
@@ -123,7 +123,7 @@ class Commit:
     def run(self):
         result = {"changed": False, "database": self.database, "stopped": None, "swap": None, "restart": None}
         conn = Connection.from_params(self.p)
-        swap = pg_restore.RestoreEngine(conn, self._restore_params("swap"), check_mode=self.check_mode)
+        swap = self.swap = pg_restore.RestoreEngine(conn, self._restore_params("swap"), check_mode=self.check_mode)
         with shielded():
             stopped = None
             if self.p.get("stop_first"):
@@ -135,7 +135,6 @@ class Commit:
                 swapped = swap.run()
             except PgError as err:
                 raise self._swap_failed(err, stopped) from None
-            self.swapped = True
             result.update(swap=swapped, changed=True)
             self.warnings.extend(swapped.pop("warnings", []))
             if self.check_mode:
@@ -185,7 +184,7 @@ def commit(module, params, check_mode=False):
     try:
         result = engine.run()
     except DrError as err:
-        err.details.setdefault("swapped", engine.swapped)
+        err.details.setdefault("swapped", bool(engine.swap and engine.swap.swapped))
         raise
     result["warnings"] = engine.warnings
     return result
