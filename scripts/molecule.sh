@@ -2,7 +2,7 @@
 # Run molecule scenarios side by side (MOLECULE_JOBS at a time, default 3): most of a scenario's
 # time is spent waiting on apt, npm and systemd, so three fit on two cores. Each scenario's output
 # goes to .molecule-logs/<scenario>.log; a failing scenario's log tail is printed at the end.
-#   scripts/molecule.sh                 every scenario under molecule/
+#   scripts/molecule.sh                 every scenario under molecule/ (the longest first)
 #   scripts/molecule.sh default pm2     those scenarios
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,17 @@ mkdir -p "$logs"
 if [ "$#" -gt 0 ]; then
     scenarios=("$@")
 else
-    mapfile -t scenarios < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
+    mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
+    # The longest first (about 15-20 min each), the short ones fill the slots they leave: started in
+    # name order, the longest began last and the whole run took the sum of the tail.
+    longest=(interruption db_recovery drill)
+    scenarios=()
+    for name in "${longest[@]}"; do
+        [[ " ${found[*]} " == *" $name "* ]] && scenarios+=("$name")
+    done
+    for name in "${found[@]}"; do
+        [[ " ${longest[*]} " == *" $name "* ]] || scenarios+=("$name")
+    done
 fi
 started=$(date +%s)
 echo "[molecule] ${#scenarios[@]} scenario(s), $jobs at a time: ${scenarios[*]}"
