@@ -525,6 +525,7 @@ class BackupEngine:
         self.check_mode = check_mode
         self.log = log or (lambda msg: None)
         self.warnings = []
+        self.server_log = None
         self.database = self.p["database"]
         self.directory = os.path.abspath(self.p["backup_dir"])
         self.format = self.p.get("format") or "directory"
@@ -573,6 +574,7 @@ class BackupEngine:
         self.psql = Psql(self.conn)
         info = server_info(self.psql)
         self.server = info
+        self.server_log = pg_cli.ServerLog.locate(self.psql, info, self.p.get("server_log"), self.warnings)
         props = database_properties(self.psql, self.database)
         if props is None:
             raise PgError(f"database {self.database} does not exist on {self.conn.describe()}")
@@ -791,7 +793,7 @@ class BackupEngine:
         text = (err.stderr or "") + " " + err.msg
         if "No space left on device" in text or "ENOSPC" in text:
             err.msg = (
-                f"the disk holding {self.directory} is full: {err.msg}. "
+                f"the disk holding {self.directory} is full: {err.msg.rstrip('.')}. "
                 "The partial backup was removed; older backups are intact."
             )
         return err
@@ -800,11 +802,12 @@ class BackupEngine:
         stderr = self.conn.redact(stderr)
         if isinstance(session_error, PgError):
             stderr = "\n".join(t for t in (session_error.stderr, session_error.msg, stderr) if t)
-        first, corrupt = pg_cli.first_real_error(stderr)
+        first, corrupt, logged = pg_cli.explain_failure(stderr, self.server_log)
         what = f"was killed by signal {-rc}" if rc < 0 else f"failed (rc {rc}): {first or 'no message'}"
-        msg = f"pg_dump {what}; no backup was written (the partial was removed, older backups are intact)"
+        msg = f"pg_dump {what}; no backup was written (the partial was removed, older backups are intact)."
+        msg += pg_cli.logged_sentence(self.server_log, self.conn.redact(logged))
         if corrupt:
-            msg += ". " + pg_cli.corruption_advice(self.database)
+            msg += " " + pg_cli.corruption_advice(self.database)
         return self._disk_aware(PgError(msg, cmd=argv, rc=rc, stderr=excerpt(stderr)))
 
     # -- run -----------------------------------------------------------------

@@ -405,6 +405,133 @@ def corruption_advice(database):
     )
 
 
+# Where Debian's pg_ctlcluster sends a cluster's log when the logging collector is off (its default):
+# postgresql-<version>-<cluster>.log, the cluster being what cluster_name says ("15/main").
+DEBIAN_LOG_DIR = "/var/log/postgresql"
+_CLUSTER_NAME_RE = re.compile(r"^(\d+)/([A-Za-z0-9_.-]+)$")
+SERVER_LOG_READ = 256 * 1024
+SERVER_LOG_LINE = 400
+# A log line's level as PostgreSQL writes it after its prefix: the word, a colon, two spaces.
+_LOG_LEVEL_RE = re.compile(r"\b(PANIC|FATAL|ERROR|WARNING|LOG|DETAIL|HINT|CONTEXT|STATEMENT|NOTICE|INFO|DEBUG\d?):  ")
+# LOG lines of the postmaster that say why every session died (a crash, the OOM killer).
+_LOG_CAUSES = ("terminated by signal", "terminated by exception", "exited with exit code", "No space left on device")
+# FATAL lines that follow another failure (sessions refused during the crash recovery, the tool gone).
+_LOG_CONSEQUENCES = (
+    "the database system is in recovery mode",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is not yet accepting connections",
+    "connection to client lost",
+    "could not send data to client",
+)
+
+
+def log_cause(lines):
+    """(the server's log line that says why, corruption: bool) among lines, or (None, False).
+
+    Read in this order: damaged data, a PANIC, the postmaster saying a server process died (and how),
+    then the first ERROR or FATAL that is not a consequence of another. The line is returned from its
+    level on (the prefix dropped), cut to SERVER_LOG_LINE characters. The text is only ever shown.
+    """
+    entries = []
+    for line in lines:
+        match = _LOG_LEVEL_RE.search(line)
+        if match:
+            entries.append((match.group(1), " ".join(line[match.start() :].split())[:SERVER_LOG_LINE]))
+    picks = (
+        lambda level, text: level in ("PANIC", "FATAL", "ERROR") and any(m in text for m in CORRUPTION_MARKERS),
+        lambda level, text: level == "PANIC",
+        lambda level, text: level == "LOG" and any(c in text for c in _LOG_CAUSES),
+        lambda level, text: (
+            level in ("ERROR", "FATAL") and not any(c in text for c in CONSEQUENTIAL_ERRORS + _LOG_CONSEQUENCES)
+        ),
+    )
+    for pick in picks:
+        for level, text in entries:
+            if pick(level, text):
+                return text, any(m in text for m in CORRUPTION_MARKERS)
+    return None, False
+
+
+class ServerLog:
+    """The PostgreSQL server's log file, read from where it ended when a tool started (mark) for the
+    server's own reason of a failure that the tool's stderr does not carry (a crash, the OOM killer,
+    a full disk under the server). Read only, at most SERVER_LOG_READ bytes, shown only."""
+
+    def __init__(self, path):
+        self.path = path
+        self.offset = None
+
+    @classmethod
+    def locate(cls, psql, info, path=None, warnings=None):
+        """The log: path when given, else the logging collector's current file (a superuser login), else
+        the Debian cluster's log; marked. None when none of them can be read here (a warning into
+        warnings when path was given)."""
+        candidates = [path] if path else []
+        if not path and info.get("logging_collector") == "on" and info.get("is_superuser"):
+            try:
+                rows = psql.query_json(CURRENT_LOGFILE_SQL, psql.conn.maintenance_db, what="locating the server log")
+            except PgError:
+                rows = []
+            found = rows[0] if rows and isinstance(rows[0], dict) else {}
+            if isinstance(found.get("file"), str) and isinstance(found.get("data_directory"), str):
+                candidates.append(os.path.join(found["data_directory"], found["file"]))
+        match = None if path else _CLUSTER_NAME_RE.match(str(info.get("cluster_name") or ""))
+        if match:
+            candidates.append(os.path.join(DEBIAN_LOG_DIR, f"postgresql-{match.group(1)}-{match.group(2)}.log"))
+        for candidate in candidates:
+            if os.path.isfile(candidate) and os.access(candidate, os.R_OK):
+                log = cls(candidate)
+                log.mark()
+                return log
+        if path and warnings is not None:
+            warnings.append(f"server_log {path} cannot be read here: failures will not quote the server's own log")
+        return None
+
+    def mark(self):
+        try:
+            stat = os.stat(self.path)
+            self.offset = (stat.st_ino, stat.st_size)
+        except OSError:
+            self.offset = None
+
+    def cause(self):
+        """log_cause() of what the log got since mark() (all of it when it was rotated since: another
+        file, or shorter than at the mark)."""
+        try:
+            with open(self.path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                inode, size = self.offset or (None, 0)
+                start = size if inode == stat.st_ino and size <= stat.st_size else 0
+                handle.seek(start)
+                data = handle.read(SERVER_LOG_READ)
+        except OSError:
+            return None, False
+        return log_cause(data.decode("utf-8", "replace").splitlines())
+
+
+def explain_failure(stderr, server_log=None):
+    """(first, corrupt, logged) of a client tool's failure: first_real_error() of its stderr and, when the
+    server's log since the tool started names a cause that stderr does not carry, that line (else None)."""
+    first, corrupt = first_real_error(stderr)
+    if server_log is None:
+        return first, corrupt, None
+    logged, logged_corrupt = server_log.cause()
+    if not logged:
+        return first, corrupt, None
+    said = " ".join(logged.split(":", 1)[-1].split())
+    if said and said in " ".join((stderr or "").split()):
+        return first, corrupt, None
+    return first, corrupt or logged_corrupt, logged
+
+
+def logged_sentence(server_log, logged):
+    """' The server's log (<path>) says: <line>.' for explain_failure's logged line, '' without one."""
+    if not logged:
+        return ""
+    return f" The server's log ({server_log.path}) says: {logged.rstrip('.')}."
+
+
 def connection_failure_message(conn, dbname, stderr):
     """An operator-facing sentence for the usual libpq failures."""
     text = stderr or ""
@@ -484,7 +611,13 @@ SELECT json_build_object(
   'server_version_num', current_setting('server_version_num')::int,
   'current_user', current_user,
   'is_superuser', (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
-  'in_recovery', pg_is_in_recovery());
+  'in_recovery', pg_is_in_recovery(),
+  'cluster_name', current_setting('cluster_name'),
+  'logging_collector', current_setting('logging_collector'));
+"""
+# Superusers only (pg_current_logfile is not granted to PUBLIC).
+CURRENT_LOGFILE_SQL = """
+SELECT json_build_object('file', pg_current_logfile(), 'data_directory', current_setting('data_directory'));
 """
 
 # Everything that makes a database what it is, outside what pg_dump (without --create) writes:

@@ -176,6 +176,7 @@ class RestoreEngine:
         self.jobs = max(1, int(self.p.get("jobs") or 2))
         self.verified = []
         self.warnings = []
+        self.server_log = None
         self.created = None
         self.assertions = check_assertions(self.p.get("assertions"))
         self.assertion_results = []
@@ -333,6 +334,7 @@ class RestoreEngine:
     def _preflight(self, entry):
         self.psql = Psql(self.conn)
         self.server = server_info(self.psql)
+        self.server_log = pg_cli.ServerLog.locate(self.psql, self.server, self.p.get("server_log"), self.warnings)
         smajor = int(self.server["server_version_num"]) // 10000
         fmt = entry["format"]
         if fmt in ("directory", "custom"):
@@ -509,9 +511,10 @@ class RestoreEngine:
 
     def _restore_error(self, tool, argv, rc, stderr):
         stderr = self.conn.redact(stderr)
-        first, _corrupt = pg_cli.first_real_error(stderr)
+        first, _corrupt, logged = pg_cli.explain_failure(stderr, self.server_log)
+        logged = self.conn.redact(logged)
         return PgError(
-            f"{tool} failed: {first or f'rc {rc}'}.",
+            f"{tool} failed: {first or f'rc {rc}'}." + pg_cli.logged_sentence(self.server_log, logged),
             cmd=argv,
             rc=rc,
             stderr=excerpt(stderr),

@@ -174,6 +174,7 @@ def backup_argument_spec():
         shrink_min_rows={"type": "int", "default": 1000},
         shrink_tables={"type": "dict", "default": {}},
         **keep_previous_argument_spec(),
+        **server_log_argument_spec(),
     )
     spec.update(key_argument_spec())
     return spec
@@ -224,6 +225,7 @@ def check_argument_spec():
         assertions=assertions_option(),
         growing_tables={"type": "list", "elements": "str", "default": []},
         fail_on_problem={"type": "bool", "default": True},
+        **server_log_argument_spec(),
     )
     spec.update(key_argument_spec())
     return spec
@@ -265,6 +267,11 @@ def suspicious_argument_spec():
     return {"accept_suspicious": {"type": "bool", "default": False}}
 
 
+def server_log_argument_spec():
+    """server_log (doc fragment tokotani.dr.server_log): the server's log, quoted when a client tool fails."""
+    return {"server_log": {"type": "path"}}
+
+
 def keep_previous_argument_spec():
     """The retention of the databases restores keep (leftovers.plan_keep_previous): backup, restore, backup_info."""
     return {
@@ -296,6 +303,7 @@ def restore_argument_spec():
         staging_database={"type": "str"},
         staged_oid={"type": "int"},
         **keep_previous_argument_spec(),
+        **server_log_argument_spec(),
     )
     spec.update(key_argument_spec())
     return spec

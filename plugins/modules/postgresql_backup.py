@@ -41,6 +41,7 @@ extends_documentation_fragment:
   - tokotani.dr.postgres
   - tokotani.dr.backup_key
   - tokotani.dr.keep_previous
+  - tokotani.dr.server_log
 attributes:
   check_mode:
     support: full

@@ -22,6 +22,7 @@ author:
 extends_documentation_fragment:
   - tokotani.dr.postgres
   - tokotani.dr.backup_key
+  - tokotani.dr.server_log
 attributes:
   check_mode:
     support: full

@@ -66,6 +66,7 @@ extends_documentation_fragment:
   - tokotani.dr.backup_key
   - tokotani.dr.suspicious
   - tokotani.dr.keep_previous
+  - tokotani.dr.server_log
 attributes:
   check_mode:
     support: full

@@ -1,5 +1,6 @@
 """A backup of a database with a damaged page, against a real PostgreSQL 15: the operator reads the server's
 "invalid page" and that it is data corruption (with what to do), not a tooling error - and nothing is written.
+The server's log says the same and is not quoted again.
 
 The page is damaged on disk after a CHECKPOINT and the cluster restarted, so that PostgreSQL reads it back.
 """
@@ -37,7 +38,10 @@ def test_a_backup_of_a_damaged_page_names_the_corruption_and_writes_nothing(pg_c
             heap.write(b"\xff" * 24)
         backups = tmp_path / "backups"
         result = run_module(
-            "postgresql_backup", conn_args(pg_cluster, database=DB, backup_dir=str(backups), backup_key=KEY)
+            "postgresql_backup",
+            conn_args(
+                pg_cluster, database=DB, backup_dir=str(backups), backup_key=KEY, server_log=str(pg_cluster.logfile)
+            ),
         )
         assert result["failed"], result
         assert "invalid page in block 3 of relation" in result["msg"], result["msg"]
@@ -45,6 +49,8 @@ def test_a_backup_of_a_damaged_page_names_the_corruption_and_writes_nothing(pg_c
         assert f"This is data corruption in database {DB} on the server" in result["msg"]
         assert "playbooks/recover_db.yml -e confirm=true" in result["msg"]
         assert "no backup was written" in result["msg"]
+        # the server's log says the same as pg_dump's output here: it is not quoted twice
+        assert "The server's log" not in result["msg"], result["msg"]
         assert not list(backups.glob("backup_*")), "a backup of the damaged database was left"
     finally:
         drop_db(pg_cluster, DB)

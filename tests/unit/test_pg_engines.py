@@ -268,3 +268,85 @@ def test_the_servers_message_comes_before_the_tools_summary():
         False,
     )
     assert pg_cli.first_real_error("") == ("", False)
+
+
+# --------------------------------------------------------------------------- the server's log
+
+CRASH_LOG = """\
+2026-12-04 01:00:00.100 UTC [900] LOG:  statement: SELECT 'ERROR:  not a level'
+2026-12-04 01:00:01.000 UTC [901] postgres@shop ERROR:  canceling statement due to user request
+2026-12-04 01:00:02.000 UTC [1] LOG:  server process (PID 1234) was terminated by signal 9: Killed
+2026-12-04 01:00:02.000 UTC [1] DETAIL:  Failed process was running: COPY public.order_items (id) FROM stdin;
+2026-12-04 01:00:02.001 UTC [1] LOG:  terminating any other active server processes
+2026-12-04 01:00:02.300 UTC [1300] postgres@shop FATAL:  the database system is in recovery mode
+"""
+
+
+def test_the_log_names_the_postmasters_reason_not_its_consequences():
+    line, corrupt = pg_cli.log_cause(CRASH_LOG.splitlines())
+    assert line == "LOG: server process (PID 1234) was terminated by signal 9: Killed"
+    assert corrupt is False
+
+
+def test_the_log_puts_damaged_data_and_panics_first_and_cuts_long_lines():
+    lines = [
+        '2026-12-04 [7] ERROR:  duplicate key value violates unique constraint "orders_pkey"',
+        '2026-12-04 [8] PANIC:  could not write to file "pg_wal/xlogtemp.8": No space left on device',
+        "2026-12-04 [9] ERROR:  invalid page in block 3 of relation base/16384/16410",
+    ]
+    assert pg_cli.log_cause(lines) == ("ERROR: invalid page in block 3 of relation base/16384/16410", True)
+    assert pg_cli.log_cause(lines[:2])[0].startswith("PANIC: could not write to file")
+    assert pg_cli.log_cause(lines[:1])[0].startswith("ERROR: duplicate key value")
+    long_line = "x [1] ERROR:  " + "y" * 5000
+    assert len(pg_cli.log_cause([long_line])[0]) == pg_cli.SERVER_LOG_LINE
+    assert pg_cli.log_cause(["no level here", "\x00\xff junk"]) == (None, False)
+
+
+class _NoQuery:
+    conn = None
+
+    def query_json(self, *args, **kwargs):
+        raise AssertionError("only a superuser login with the logging collector on asks the server")
+
+
+def test_the_server_log_is_found_given_or_as_debian_names_it_and_read_from_the_mark(tmp_path, monkeypatch):
+    monkeypatch.setattr(pg_cli, "DEBIAN_LOG_DIR", str(tmp_path))
+    debian = tmp_path / "postgresql-15-main.log"
+    debian.write_text("2026-12-04 [5] ERROR:  before the tool started, " + "x" * 200 + "\n")
+    info = {"cluster_name": "15/main", "logging_collector": "off", "is_superuser": False}
+    log = pg_cli.ServerLog.locate(_NoQuery(), info)
+    assert log.path == str(debian)
+    assert log.cause() == (None, False)  # what was there before the mark is not this failure's
+    with debian.open("a") as handle:
+        handle.write(CRASH_LOG)
+    assert log.cause()[0].endswith("was terminated by signal 9: Killed")
+    debian.write_text("2026-12-04 [6] FATAL:  terminating connection due to administrator command\n")  # rotated
+    assert log.cause()[0] == "FATAL: terminating connection due to administrator command"
+
+    # a crafted cluster_name never leaves the Debian log directory
+    for name in ("../../etc/15/main", "15/../../etc/passwd", "15/main/../x", ""):
+        assert pg_cli.ServerLog.locate(_NoQuery(), {**info, "cluster_name": name}) is None
+
+    warnings = []
+    assert pg_cli.ServerLog.locate(_NoQuery(), info, str(tmp_path / "missing.log"), warnings) is None
+    assert warnings == [
+        f"server_log {tmp_path / 'missing.log'} cannot be read here: failures will not quote the server's own log"
+    ]
+
+
+def test_a_logged_cause_the_tools_output_already_carries_is_not_repeated(tmp_path):
+    path = tmp_path / "postgresql.log"
+    path.write_text("")
+    log = pg_cli.ServerLog(str(path))
+    log.mark()
+    path.write_text('2026-12-04 [7] postgres@shop ERROR:  relation "x" already exists\n')
+    stderr = 'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n'
+    assert pg_cli.explain_failure(stderr, log) == (stderr.strip(), False, None)
+    lost = "pg_restore: error: could not execute query: server closed the connection unexpectedly\n"
+    path.write_text(CRASH_LOG)
+    first, corrupt, logged = pg_cli.explain_failure(lost, log)
+    assert (first, corrupt) == (lost.strip(), False)
+    assert logged == "LOG: server process (PID 1234) was terminated by signal 9: Killed"
+    assert pg_cli.logged_sentence(log, logged) == (
+        f" The server's log ({path}) says: LOG: server process (PID 1234) was terminated by signal 9: Killed."
+    )
