@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = ROOT / ".venv" / "bin"
 PG_BINDIR = Path(os.environ.get("PG_BINDIR", "/usr/lib/postgresql/15/bin"))
 GENERATOR = ROOT / "sandbox" / "data" / "generate.py"
-SCHEMA = ROOT / "sandbox" / "app" / "db" / "schema.sql"
+SCHEMA = ROOT / "sandbox" / "app" / "prisma" / "migrations" / "20240115093000_init" / "migration.sql"
 RESULTS = ROOT / "bench" / "results"
 DB = "shop"
 

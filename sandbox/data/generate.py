@@ -4,8 +4,9 @@
 
 Writes users, products, orders, order_items and sessions as ``COPY ... FROM stdin`` blocks,
 in one transaction, then moves every id sequence past the loaded ids (``setval``) so that
-the app's later inserts work. The schema is the app's ``sandbox/app/db/schema.sql``
-(``npm run migrate``); load it first. The same seed and scale always give the same bytes.
+the app's later inserts work. The schema is the app's first migration,
+``sandbox/app/prisma/migrations/20240115093000_init/migration.sql`` (``npm run migrate``); load it
+first. The same seed and scale always give the same bytes.
 
 Python 3 standard library only: this runs in bare Debian containers.
 """
@@ -433,7 +434,7 @@ def write_stream(out, scale_factor: float, seed: int, truncate: bool = False) ->
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Write the TokoTani shop data as a COPY stream for psql (load db/schema.sql first)."
+        description="Write the TokoTani shop data as a COPY stream for psql (load the app's migrations first)."
     )
     size = parser.add_mutually_exclusive_group()
     size.add_argument(

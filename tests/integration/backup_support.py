@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 PYTHON = VENV_BIN / "python"
-SCHEMA = ROOT / "sandbox" / "app" / "db" / "schema.sql"
+SCHEMA = ROOT / "sandbox" / "app" / "prisma" / "migrations" / "20240115093000_init" / "migration.sql"
 GENERATOR = ROOT / "sandbox" / "data" / "generate.py"
 
 # Everything the round trip must keep, beyond the shop's own schema and data.

@@ -36,7 +36,7 @@ from helpers import (
 )
 
 GENERATOR = ROOT / "sandbox" / "data" / "generate.py"
-SCHEMA = ROOT / "sandbox" / "app" / "db" / "schema.sql"
+SCHEMA = ROOT / "sandbox" / "app" / "prisma" / "migrations" / "20240115093000_init" / "migration.sql"
 SEED = 42
 SHOP_TABLES = ("users", "products", "orders", "order_items", "sessions")
 HEARTBEAT_MS = 500
@@ -252,11 +252,13 @@ def app(loaded_db: ShopDb, shop_app_dir: Path, tmp_path_factory: pytest.TempPath
 
 def test_migration_applies_once(first_migration, shop_db: ShopDb, shop_app_dir: Path, pg_cluster: PgCluster):
     assert first_migration.returncode == 0, first_migration.stderr
-    assert "applied" in first_migration.stdout and "already" not in first_migration.stdout
+    assert "migration 20240115093000_init applied" in first_migration.stdout
+    assert "already" not in first_migration.stdout
 
     again = run_npm(shop_app_dir, "migrate", shop_db.url())
     assert again.returncode == 0, again.stderr
-    assert "already applied" in again.stdout
+    assert "migration 20240115093000_init already applied (" in again.stdout
+    assert "all migrations already applied" in again.stdout
 
     rows = pg_cluster.psql(
         "SELECT migration_name, checksum, finished_at IS NOT NULL, rolled_back_at IS NULL, applied_steps_count "

@@ -8,8 +8,9 @@ const fs = require('node:fs');
 const path = require('node:path');
 
 const ROOT = path.join(__dirname, '..');
-const SOURCES = ['package.json', 'package-lock.json', 'server.js', 'engine-hub.js', 'db/schema.sql'];
+const SOURCES = ['package.json', 'package-lock.json', 'server.js', 'engine-hub.js'];
 const SOURCE_DIRS = ['lib', 'scripts'];
+const MIGRATIONS = 'prisma/migrations';
 
 function sourceFiles() {
   const files = [...SOURCES];
@@ -17,6 +18,10 @@ function sourceFiles() {
     for (const name of fs.readdirSync(path.join(ROOT, dir)).sort()) {
       if (name.endsWith('.js')) files.push(path.join(dir, name));
     }
+  }
+  const migrations = path.join(ROOT, MIGRATIONS);
+  if (fs.existsSync(migrations)) {
+    for (const name of fs.readdirSync(migrations).sort()) files.push(path.join(MIGRATIONS, name, 'migration.sql'));
   }
   return files.filter((f) => fs.existsSync(path.join(ROOT, f)));
 }
