@@ -309,6 +309,29 @@ def restore_argument_spec():
     return spec
 
 
+def app_release_info_argument_spec():
+    """tokotani.dr.app_release_info."""
+    spec = postgres_argument_spec()
+    spec.update(
+        base_dir={"type": "path", "default": "/srv/tokotani"},
+        version={"type": "str"},
+        migrations_dir={"type": "str", "default": "prisma/migrations"},
+        database={"type": "str", "aliases": ["db"]},
+        login_os_user={"type": "str"},
+    )
+    return spec
+
+
+def app_release_argument_spec():
+    """tokotani.dr.app_release."""
+    spec = app_release_info_argument_spec()
+    spec.update(
+        version={"type": "str", "default": "previous"},
+        newer_schema={"type": "str", "default": "fail", "choices": ["fail", "allow"]},
+    )
+    return spec
+
+
 RECOVERY_STATES = ["started", "step", "finished", "status"]
 
 
