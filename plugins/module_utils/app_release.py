@@ -27,6 +27,7 @@ import stat
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
 from ansible_collections.tokotani.dr.plugins.module_utils import locks, pg_cli
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
+from ansible_collections.tokotani.dr.plugins.module_utils.manifest_schema import is_relpath
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import PgError
 
 MARKER = ".tokotani-release.json"
@@ -203,6 +204,11 @@ class Releases:
         self.current_problem = None
 
     def scan(self):
+        if not is_relpath(self.migrations_dir):
+            raise ReleaseError(
+                f"migrations_dir {shown(self.migrations_dir)!r} must be a plain path inside the release, "
+                "such as prisma/migrations"
+            )
         if not os.path.isdir(self.releases_dir) or os.path.islink(self.releases_dir):
             raise ReleaseError(
                 f"{self.releases_dir} is not a directory: no release of the app was ever built here "

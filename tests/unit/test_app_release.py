@@ -96,3 +96,9 @@ def test_the_schema_check_names_the_migrations_the_target_does_not_know():
 def test_read_back_text_is_shown_printable_and_cut():
     assert app_release.shown("v1\x1b[31m\n") == "v1?[31m?"
     assert len(app_release.shown("x" * 500)) == app_release.SHOWN_MAX
+
+
+@pytest.mark.parametrize("where", ["../prisma", "/etc", "", "prisma/../../x"])
+def test_a_migrations_dir_outside_the_release_is_refused_before_anything_is_read(tmp_path, where):
+    with pytest.raises(app_release.ReleaseError, match=r"must be a plain path inside the release"):
+        app_release.Releases(str(tmp_path), where).scan()
