@@ -164,8 +164,7 @@ def _release(releases_dir, name, migrations_dir):
         replaced = live.get("replaced")
         if isinstance(replaced, str) and RELEASE_NAME_RE.match(replaced):
             entry["replaced"] = replaced
-    build_id, _problem = read_record_text(os.path.join(path, ".next", "BUILD_ID"))
-    entry["build_id"] = build_id
+    entry["build_id"] = read_build_id(os.path.join(path, ".next", "BUILD_ID"))
     missing = [part for part in RUNNABLE if not os.path.exists(os.path.join(path, part))]
     if missing:
         problems.append("it has no " + " and no ".join(missing))
@@ -175,20 +174,16 @@ def _release(releases_dir, name, migrations_dir):
     return entry
 
 
-def read_record_text(path):
-    """(the first line of a small text file such as a build id, when it is a plain token; a problem)."""
+def read_build_id(path):
+    """The build id in the small regular file at path (its first line, when a plain token), else None."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
-        return None, None
+        return None
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None, "not a regular file"
-        data = handle.read(256)
+        data = handle.read(256) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else b""
     text = data.decode("utf-8", "replace").strip().splitlines()[:1]
-    if text and re.match(r"^[A-Za-z0-9_-]{1,128}$", text[0]):
-        return text[0], None
-    return None, "not a plain build id"
+    return text[0] if text and re.match(r"^[A-Za-z0-9_-]{1,128}$", text[0]) else None
 
 
 class Releases:

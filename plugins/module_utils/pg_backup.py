@@ -802,10 +802,9 @@ class BackupEngine:
         stderr = self.conn.redact(stderr)
         if isinstance(session_error, PgError):
             stderr = "\n".join(t for t in (session_error.stderr, session_error.msg, stderr) if t)
-        first, corrupt, logged = pg_cli.explain_failure(stderr, self.server_log)
+        first, corrupt, logged = pg_cli.explain_failure(stderr, self.server_log, self.conn.redact)
         what = f"was killed by signal {-rc}" if rc < 0 else f"failed (rc {rc}): {first or 'no message'}"
-        msg = f"pg_dump {what}; no backup was written (the partial was removed, older backups are intact)."
-        msg += pg_cli.logged_sentence(self.server_log, self.conn.redact(logged))
+        msg = f"pg_dump {what}; no backup was written (the partial was removed, older backups are intact).{logged}"
         if corrupt:
             msg += " " + pg_cli.corruption_advice(self.database)
         return self._disk_aware(PgError(msg, cmd=argv, rc=rc, stderr=excerpt(stderr)))

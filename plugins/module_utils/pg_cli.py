@@ -510,26 +510,17 @@ class ServerLog:
         return log_cause(data.decode("utf-8", "replace").splitlines())
 
 
-def explain_failure(stderr, server_log=None):
+def explain_failure(stderr, server_log=None, redact=None):
     """(first, corrupt, logged) of a client tool's failure: first_real_error() of its stderr and, when the
-    server's log since the tool started names a cause that stderr does not carry, that line (else None)."""
+    server's log since the tool started names a cause that stderr does not carry, the sentence that quotes
+    that line (" The server's log (<path>) says: <line>.", passed through redact), else ''."""
     first, corrupt = first_real_error(stderr)
-    if server_log is None:
-        return first, corrupt, None
-    logged, logged_corrupt = server_log.cause()
-    if not logged:
-        return first, corrupt, None
-    said = " ".join(logged.split(":", 1)[-1].split())
-    if said and said in " ".join((stderr or "").split()):
-        return first, corrupt, None
-    return first, corrupt or logged_corrupt, logged
-
-
-def logged_sentence(server_log, logged):
-    """' The server's log (<path>) says: <line>.' for explain_failure's logged line, '' without one."""
-    if not logged:
-        return ""
-    return f" The server's log ({server_log.path}) says: {logged.rstrip('.')}."
+    logged, logged_corrupt = server_log.cause() if server_log is not None else (None, False)
+    said = " ".join((logged or "").split(":", 1)[-1].split())
+    if not logged or (said and said in " ".join((stderr or "").split())):
+        return first, corrupt, ""
+    sentence = f" The server's log ({server_log.path}) says: {logged.rstrip('.')}."
+    return first, corrupt or logged_corrupt, redact(sentence) if redact else sentence
 
 
 def connection_failure_message(conn, dbname, stderr):

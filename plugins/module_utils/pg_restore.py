@@ -511,10 +511,9 @@ class RestoreEngine:
 
     def _restore_error(self, tool, argv, rc, stderr):
         stderr = self.conn.redact(stderr)
-        first, _corrupt, logged = pg_cli.explain_failure(stderr, self.server_log)
-        logged = self.conn.redact(logged)
+        first, _corrupt, logged = pg_cli.explain_failure(stderr, self.server_log, self.conn.redact)
         return PgError(
-            f"{tool} failed: {first or f'rc {rc}'}." + pg_cli.logged_sentence(self.server_log, logged),
+            f"{tool} failed: {first or f'rc {rc}'}.{logged}",
             cmd=argv,
             rc=rc,
             stderr=excerpt(stderr),

@@ -167,6 +167,10 @@ def test_releases_records_and_links_an_intruder_wrote_are_refused_not_followed(t
     (odd / "prisma" / "migrations" / "x'; DROP TABLE users; --").mkdir()
     (odd / "prisma" / "migrations" / "x'; DROP TABLE users; --" / "migration.sql").write_text("")
     (odd / ".tokotani-live.json").write_text(json.dumps({"live_since": "2099-13-45", "replaced": "../../etc"}))
+    # build ids that are a link to a file elsewhere, and a shell fragment
+    (odd / ".next" / "BUILD_ID").unlink()
+    (odd / ".next" / "BUILD_ID").symlink_to(secret)
+    (linked / ".next" / "BUILD_ID").write_text("$(reboot)\n")
 
     info = run_module("app_release_info", {"base_dir": str(tree)})
     assert not info.get("failed"), info
@@ -182,6 +186,8 @@ def test_releases_records_and_links_an_intruder_wrote_are_refused_not_followed(t
         "its directory name is not one this tool makes (letters, digits, '.', '_', '-')"
     ]
     assert by_name["v12.0.0-cccccccc"]["live_since"] is None and by_name["v12.0.0-cccccccc"]["replaced"] is None
+    assert by_name["v12.0.0-cccccccc"]["build_id"] is None and by_name["v4.0.0-44444444"]["build_id"] is None
+    assert by_name["v1.0.0-11111111"]["build_id"] == "build_11111111"
     assert by_name["v12.0.0-cccccccc"]["problems"] == [
         'the migration directory "x\'; DROP TABLE users; --" has a name this tool refuses'
     ]

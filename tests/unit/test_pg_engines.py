@@ -341,12 +341,17 @@ def test_a_logged_cause_the_tools_output_already_carries_is_not_repeated(tmp_pat
     log.mark()
     path.write_text('2026-12-04 [7] postgres@shop ERROR:  relation "x" already exists\n')
     stderr = 'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n'
-    assert pg_cli.explain_failure(stderr, log) == (stderr.strip(), False, None)
+    assert pg_cli.explain_failure(stderr, log) == (stderr.strip(), False, "")
     lost = "pg_restore: error: could not execute query: server closed the connection unexpectedly\n"
     path.write_text(CRASH_LOG)
     first, corrupt, logged = pg_cli.explain_failure(lost, log)
     assert (first, corrupt) == (lost.strip(), False)
-    assert logged == "LOG: server process (PID 1234) was terminated by signal 9: Killed"
-    assert pg_cli.logged_sentence(log, logged) == (
+    assert logged == (
         f" The server's log ({path}) says: LOG: server process (PID 1234) was terminated by signal 9: Killed."
+    )
+    # the quoted line goes through the connection's redaction (the login password masked)
+    path.write_text("2026-12-04 [8] postgres@shop FATAL:  password authentication failed: s3cret\n")
+    masked = Connection(host="db", port=5432, user="postgres", password="s3cret").redact
+    assert pg_cli.explain_failure(lost, log, masked)[2] == (
+        f" The server's log ({path}) says: FATAL: password authentication failed: ********."
     )
