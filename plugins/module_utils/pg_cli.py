@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from collections import deque
 
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
@@ -411,6 +412,17 @@ DEBIAN_LOG_DIR = "/var/log/postgresql"
 _CLUSTER_NAME_RE = re.compile(r"^(\d+)/([A-Za-z0-9_.-]+)$")
 SERVER_LOG_READ = 256 * 1024
 SERVER_LOG_LINE = 400
+# A session that lost its server (a backend killed, a crash) reads that before the postmaster has
+# reaped the process and logged why: the log is read again for up to this long, every SERVER_LOG_POLL.
+SERVER_LOG_WAIT = 5.0
+SERVER_LOG_POLL = 0.1
+_CONNECTION_LOST = (
+    "server closed the connection unexpectedly",
+    "terminating connection because of crash of another server process",
+    "connection to server was lost",
+    "SSL SYSCALL error: EOF detected",
+    "no connection to the server",
+)
 # A log line's level as PostgreSQL writes it after its prefix: the word, a colon, two spaces.
 _LOG_LEVEL_RE = re.compile(r"\b(PANIC|FATAL|ERROR|WARNING|LOG|DETAIL|HINT|CONTEXT|STATEMENT|NOTICE|INFO|DEBUG\d?):  ")
 # LOG lines of the postmaster that say why every session died (a crash, the OOM killer).
@@ -495,9 +507,17 @@ class ServerLog:
         except OSError:
             self.offset = None
 
-    def cause(self):
+    def cause(self, wait=0.0):
         """log_cause() of what the log got since mark() (all of it when it was rotated since: another
-        file, or shorter than at the mark)."""
+        file, or shorter than at the mark); read again for up to wait seconds while it names none."""
+        deadline = time.monotonic() + wait
+        found = self._read_cause()
+        while found[0] is None and time.monotonic() < deadline:
+            time.sleep(SERVER_LOG_POLL)
+            found = self._read_cause()
+        return found
+
+    def _read_cause(self):
         try:
             with open(self.path, "rb") as handle:
                 stat = os.fstat(handle.fileno())
@@ -515,7 +535,10 @@ def explain_failure(stderr, server_log=None, redact=None):
     server's log since the tool started names a cause that stderr does not carry, the sentence that quotes
     that line (" The server's log (<path>) says: <line>.", passed through redact), else ''."""
     first, corrupt = first_real_error(stderr)
-    logged, logged_corrupt = server_log.cause() if server_log is not None else (None, False)
+    lost = any(marker in (stderr or "") for marker in _CONNECTION_LOST)
+    logged, logged_corrupt = (None, False)
+    if server_log is not None:
+        logged, logged_corrupt = server_log.cause(wait=SERVER_LOG_WAIT if lost else 0.0)
     said = " ".join((logged or "").split(":", 1)[-1].split())
     if not logged or (said and said in " ".join((stderr or "").split())):
         return first, corrupt, ""

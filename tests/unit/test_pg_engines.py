@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -355,3 +356,33 @@ def test_a_logged_cause_the_tools_output_already_carries_is_not_repeated(tmp_pat
     assert pg_cli.explain_failure(lost, log, masked)[2] == (
         f" The server's log ({path}) says: FATAL: password authentication failed: ********."
     )
+
+
+def test_a_lost_connection_waits_briefly_for_the_postmasters_line(tmp_path, monkeypatch):
+    """The session sees its server gone before the postmaster has reaped the process and logged why:
+    the log is read again until the line is there (bounded), and not at all for an ordinary error."""
+    path = tmp_path / "postgresql.log"
+    path.write_text("")
+    log = pg_cli.ServerLog(str(path))
+    log.mark()
+    writer = threading.Timer(0.3, lambda: path.write_text(CRASH_LOG))
+    writer.start()
+    lost = 'pg_restore: error: COPY failed for table "t": server closed the connection unexpectedly\n'
+    try:
+        logged = pg_cli.explain_failure(lost, log)[2]
+    finally:
+        writer.join()
+    assert logged.endswith("says: LOG: server process (PID 1234) was terminated by signal 9: Killed.")
+
+    path.write_text("")
+    log.mark()
+    reads = []
+    real_read = log._read_cause
+    monkeypatch.setattr(log, "_read_cause", lambda: reads.append(1) or real_read())
+    monkeypatch.setattr(pg_cli, "SERVER_LOG_WAIT", 0.3)
+    assert pg_cli.explain_failure(lost, log)[2] == ""  # nothing logged: given up after the wait
+    assert len(reads) > 1
+    reads.clear()
+    ordinary = 'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n'
+    assert pg_cli.explain_failure(ordinary, log)[2] == ""
+    assert len(reads) == 1  # an ordinary error reads the log once, without waiting
