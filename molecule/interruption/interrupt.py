@@ -33,7 +33,7 @@ import subprocess
 import sys
 import time
 
-DEFAULT_STEPS = "identify,stop,restore,verify,swap,restart,health"
+DEFAULT_STEPS = "identify,stop,restore,verify,swap,restart,serving"
 DEFAULT_BUSY = ("AnsiballZ", "ansible-tmp", "BECOME-SUCCESS-", "pg_restore")
 PROBE = ["ps", "-eo", "pid=,ppid=,args="]
 CLOSED = "end"

@@ -1,7 +1,7 @@
 # Copyright: (c) 2026, TokoTani DevOps Team
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The commit of a recovery: (stop the app,) swap the staged database in, restart the app - one call
-on the server that a lost controller cannot cut in two.
+"""The commit of a recovery: (stop the app,) swap the staged database in, restart the app, wait until it
+answers healthy - one call on the server that a lost controller cannot cut in two.
 
 Over a connection that does not end the remote process when the controller dies (docker exec, an SSH
 session whose client was SIGKILLed), a module keeps running; over one that does (SIGHUP), it is killed.
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import time
 
-from ansible_collections.tokotani.dr.plugins.module_utils import pg_restore, pm2
+from ansible_collections.tokotani.dr.plugins.module_utils import checklist, checklist_run, pg_restore, pm2
 from ansible_collections.tokotani.dr.plugins.module_utils import recovery_run as recovery
 from ansible_collections.tokotani.dr.plugins.module_utils.errors import DrError
 from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import Connection, PgError
@@ -30,6 +31,8 @@ from ansible_collections.tokotani.dr.plugins.module_utils.specs import (
     postgres_argument_spec,
 )
 
+HEALTH_POLL = 0.2
+HEALTH_REQUEST_TIMEOUT = 5
 SHIELDED = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGPIPE") if hasattr(signal, name))
 
 
@@ -54,6 +57,8 @@ def argument_spec():
         app={"type": "dict", "required": True, "options": app},
         confirm={"type": "bool", "default": False},
         login_os_user={"type": "str"},
+        health_url={"type": "str"},
+        health_timeout={"type": "int", "default": 30},
         **keep_previous_argument_spec(),
     )
     spec.update(key_argument_spec())
@@ -116,7 +121,8 @@ class Commit:
         return pm2.ensure_process(self.module, app, check_mode=self.check_mode)
 
     def _restore_params(self, mode):
-        params = {k: v for k, v in self.p.items() if k not in ("app", "stop_first", "run_id", "state_dir")}
+        own = ("app", "stop_first", "run_id", "state_dir", "health_url", "health_timeout")
+        params = {k: v for k, v in self.p.items() if k not in own}
         params.update(mode=mode, backup_dir=self.p.get("backup_dir") or self.p["state_dir"])
         return params
 
@@ -146,6 +152,8 @@ class Commit:
                 "restored_oid": swapped["restored_oid"],
             }
             self._record("restart", databases, must=False)
+            # what a failure after the swap returns, under the names of a success: the caller swaps back with them
+            kept = {key: swapped[key] for key in ("previous_database", "previous_oid", "restored_oid")}
             try:
                 result["restart"] = self._app("restarted")
             except pm2.Pm2Error as err:
@@ -153,8 +161,23 @@ class Commit:
                     f"{swapped['msg']}, but the application did not come back: {err.msg}. {self.database} holds the "
                     f"restored backup; the previous database is kept as {swapped['previous_database'] or '(none)'}."
                 )
-                err.details.update(swap=swapped, **databases)
+                err.details.update(swap=swapped, failed_step="restart", **kept)
                 raise
+            if self.p.get("health_url"):
+                self._record("health", must=False)
+                healthy, said = self._wait_healthy()
+                result["health"] = said
+                if not healthy:
+                    raise CommitError(
+                        f"{swapped['msg']} and the application restarted, but it is not healthy: {said} (for "
+                        f"{self.p['health_timeout']} s). {self.database} holds the restored backup; the previous "
+                        f"database is kept as {swapped['previous_database'] or '(none)'}.",
+                        swap=swapped,
+                        failed_step="health",
+                        **kept,
+                    )
+                # the moment the shop answers again: the end of its downtime (recovery_run.downtime)
+                self._record("serving", must=False)
         result.update(
             previous_database=swapped["previous_database"],
             previous_oid=swapped["previous_oid"],
@@ -163,6 +186,17 @@ class Commit:
             msg=f"{swapped['msg']}; the application was restarted",
         )
         return result
+
+    def _wait_healthy(self):
+        """(healthy, what it answered last): health_url polled from this server every HEALTH_POLL seconds until
+        it answers 200 with database ok (checklist.health_check), at most health_timeout seconds."""
+        deadline = time.monotonic() + max(0, self.p["health_timeout"])
+        while True:
+            answer = checklist_run.http_request(self.p["health_url"], HEALTH_REQUEST_TIMEOUT, ok=(200, 503))
+            healthy, said = checklist.health_check(answer)
+            if healthy or time.monotonic() >= deadline:
+                return healthy, said
+            time.sleep(HEALTH_POLL)
 
     def _swap_failed(self, err, stopped):
         """The swap changed nothing (refused, a compare-and-swap mismatch, an SQL error): start the app again

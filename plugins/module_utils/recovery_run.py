@@ -271,13 +271,17 @@ def timeline(steps, end_at):
 
 
 def downtime(steps):
-    """Seconds the shop was down in a timeline: from the start of its step stop to the end of its step health
-    (or of the run, when it got no further); None when the app was never stopped."""
+    """Seconds the shop was down in a timeline: from the start of its step stop to the moment it answered healthy
+    again (the start of step serving, recorded by recovery_commit on the server), else the end of step health,
+    else the end of the run; None when the app was never stopped."""
     stops = [item for item in steps if item["step"] == "stop"]
     if not stops:
         return None
+    serving = [item for item in steps if item["step"] == "serving"]
     healthy = [item for item in steps if item["step"] == "health"]
     end = healthy[-1]["finished_at"] if healthy else steps[-1]["finished_at"]
+    if serving:
+        end = serving[-1]["started_at"]
     return round(end - stops[0]["started_at"], 2)
 
 

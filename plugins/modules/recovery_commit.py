@@ -5,20 +5,27 @@
 
 DOCUMENTATION = r"""
 module: recovery_commit
-short_description: Swap a staged, checked database in and restart the app, as one step a lost controller cannot cut
+short_description: Swap a staged, checked database in, restart the app and check its health, as one uncuttable step
 version_added: "0.3.0"
 description:
   - The commit of a recovery - optionally stops the application (O(stop_first)), swaps the database
     M(tokotani.dr.postgresql_restore) staged (O(tokotani.dr.postgresql_restore#module:mode=stage)) in for
-    O(database), and restarts the application under pm2, waiting until it stays online.
+    O(database), and restarts the application under pm2, waiting until it stays online; with O(health_url), it then
+    waits until the application answers healthy.
   - One module call on the server, which ignores SIGINT, SIGTERM, SIGHUP and SIGPIPE from its first step to its
     last - so a controller that is interrupted or killed, or loses its connection, while it runs leaves either the
     live database untouched or swapped with the application restarted, never swapped with the application stopped.
   - The swap is a compare-and-swap - it happens only if the live database still has the OID O(expected_oid) (the one
     the recovery saw at its start) and O(staging_database) still has O(staged_oid); otherwise nothing is changed, the
     application is started again when this call stopped it, and the message says what it found.
-  - Every step (V(stop), V(swap), V(restart)) is recorded in the recovery record of O(run_id) before it begins
-    (M(tokotani.dr.recovery_run)); the commit refuses at once when the run no longer holds the recovery.
+  - Every step (V(stop), V(swap), V(restart), V(health)) is recorded in the recovery record of O(run_id) before it
+    begins (M(tokotani.dr.recovery_run)); the commit refuses at once when the run no longer holds the recovery.
+  - The moment the application answered healthy is recorded as the step V(serving) - the end of the shop's downtime
+    (RV(tokotani.dr.recovery_run#module:downtime)), measured on the server rather than after a round trip to the
+    controller.
+  - When the application does not come back or is not healthy after the swap, the module fails with RV(swapped=true),
+    RV(failed_step) and where the previous database is kept, so that the caller swaps it back
+    (O(tokotani.dr.postgresql_restore#module:mode=revert)).
   - After the swap the previous database is kept as C(<database>__pre_restore_<timestamp>) and O(keep_previous) is
     applied, as M(tokotani.dr.postgresql_restore) does.
   - Run it as root (the app's user is reached with C(runuser), as M(tokotani.dr.pm2_process) does) with
@@ -81,6 +88,16 @@ options:
       - The operating system user C(psql) runs as - V(postgres) for peer authentication over the Unix socket. The module
         runs as root to switch. Empty - as the module's own user.
     type: str
+  health_url:
+    description:
+      - The application's health URL, requested from this server (no proxy) once the processes stay online - it
+        must answer 200 with a JSON body whose C(database) is V(ok) (TokoTani's C(/api/health)).
+      - Polled every 0.2 seconds until it does, at most O(health_timeout) seconds. Empty - no health check.
+    type: str
+  health_timeout:
+    description: Seconds the health URL has to answer healthy.
+    type: int
+    default: 30
   app:
     description: The application under pm2, as M(tokotani.dr.pm2_process) takes it.
     type: dict
@@ -142,6 +159,7 @@ EXAMPLES = r"""
     app:
       ecosystem: /srv/tokotani/current/ecosystem.config.js
       only: [tokotani-nextjs, tokotani-engine-hub]
+    health_url: http://127.0.0.1:3000/api/health
   register: committed
 """
 
@@ -179,7 +197,16 @@ steps:
   returned: success
   type: list
   elements: str
-  sample: [stop, swap, restart]
+  sample: [stop, swap, restart, health, serving]
+health:
+  description: What the health URL answered last (only with O(health_url)).
+  returned: when the health URL was checked
+  type: str
+  sample: /api/health 200, database ok (version 1.0.0)
+failed_step:
+  description: The step after the swap that failed - V(restart) (the app did not stay online) or V(health).
+  returned: when the swap committed and a later step failed
+  type: str
 swapped:
   description: Whether the swap committed (V(false) - the failure changed no database).
   returned: failure

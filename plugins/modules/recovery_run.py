@@ -195,8 +195,9 @@ timeline:
   elements: dict
 downtime:
   description:
-    - Seconds the shop was down - from the start of step C(stop) to the end of step C(health) (or of the run); null
-      when the run never stopped the app.
+    - Seconds the shop was down - from the start of step C(stop) to the start of step C(serving) (the moment
+      M(tokotani.dr.recovery_commit) saw it healthy), else to the end of step C(health) or of the run; null when the
+      run never stopped the app.
   returned: with O(state=finished)
   type: float
   sample: 6.4

@@ -34,7 +34,14 @@ VENV_BIN = ROOT / ".venv" / "bin"
 HEALTHY_JS = """
 const http = require('http');
 const port = Number(process.env.PORT || 0);
-http.createServer((req, res) => { res.writeHead(200, {'Content-Type': 'text/plain'}); res.end('ok\\n'); })
+http.createServer((req, res) => {
+  if (req.url === '/api/health') {  // as the shop's: 200 with the database ok
+    res.writeHead(200, {'Content-Type': 'application/json'});
+    res.end(JSON.stringify({status: 'ok', database: 'ok', version: 'pm2-test'}));
+    return;
+  }
+  res.writeHead(200, {'Content-Type': 'text/plain'}); res.end('ok\\n');
+})
   .listen(port, '127.0.0.1', () => console.log('listening on ' + port));
 """
 WORKER_JS = """

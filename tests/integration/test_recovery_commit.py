@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from backup_support import conn_args, databases, drop_db, load_shop, run_module, start_module
-from helpers import wait_until
+from helpers import free_port, wait_until
 from pm2_support import pm2_daemon
 
 DB = "rc_live"
@@ -90,6 +90,7 @@ def close_run(cluster, backup, run, outcome="failed"):
     args = dict(state="finished", state_dir=str(backup["dir"]), run_id=run["run_id"], outcome=outcome)
     closed = run_module("recovery_run", conn_args(cluster, database=DB, **args))
     assert not closed.get("failed"), closed
+    return closed
 
 
 def commit_args(cluster, backup, daemon, run, staged, **extra):
@@ -190,9 +191,13 @@ def test_the_commit_stops_swaps_and_restarts_recording_each_step(pg_cluster, bac
     run = started_run(pg_cluster, backup)
     staged = stage(pg_cluster, backup)
     pids = {name: daemon.jlist()[name]["pid"] for name in APPS}
-    done = run_module("recovery_commit", commit_args(pg_cluster, backup, daemon, run, staged, stop_first=True))
+    health_url = f"http://127.0.0.1:{daemon.port}/api/health"
+    done = run_module(
+        "recovery_commit", commit_args(pg_cluster, backup, daemon, run, staged, stop_first=True, health_url=health_url)
+    )
     assert not done.get("failed"), done
-    assert done["steps"] == ["stop", "swap", "restart"]
+    assert done["steps"] == ["stop", "swap", "restart", "health", "serving"]
+    assert done["health"] == "/api/health 200, database ok (version pm2-test)"
     assert oid(pg_cluster, DB) == staged["restored_oid"] and not marker(pg_cluster, False)
     assert oid(pg_cluster, done["previous_database"]) == live and done["previous_oid"] == live
     assert done["msg"] == (
@@ -204,8 +209,13 @@ def test_the_commit_stops_swaps_and_restarts_recording_each_step(pg_cluster, bac
     status = run_module(
         "recovery_run", conn_args(pg_cluster, database=DB, state="status", state_dir=str(backup["dir"]))
     )
-    assert [s["step"] for s in status["record"]["steps"]] == ["identify", "stop", "swap", "restart"]
+    steps = status["record"]["steps"]
+    assert [s["step"] for s in steps] == ["identify", "stop", "swap", "restart", "health", "serving"]
     assert status["record"]["databases"]["restored_oid"] == staged["restored_oid"]
+    # the downtime ends where the server saw the shop healthy (serving), not when the controller closed the run
+    closed = close_run(pg_cluster, backup, run, outcome="recovered")
+    at = {s["step"]: s["at"] for s in steps}
+    assert closed["downtime"] == round(at["serving"] - at["stop"], 2)
     # The record stays the postgres-run modules' file: root wrote it, the directory's owner owns it.
     record = backup["dir"] / f".tokotani-recovery.{DB}.json"
     assert record.stat().st_uid == backup["dir"].stat().st_uid
@@ -228,6 +238,56 @@ def test_a_commit_whose_live_database_changed_swaps_nothing_and_starts_the_app_a
     assert oid(pg_cluster, DB) == live and oid(pg_cluster, staged["staging_database"]) == staged["restored_oid"]
     assert online(daemon) == {"web": "online", "worker": "online"}
     drop_db(pg_cluster, staged["staging_database"])
+
+
+def test_an_app_that_restarts_but_is_not_healthy_fails_the_commit_after_the_swap(pg_cluster, backup, daemon):
+    """Online is not enough: a health URL that never answers healthy fails the commit with swapped true and the
+    step that failed, so that the caller swaps the previous database back (db_recovery's revert)."""
+    live = oid(pg_cluster, DB)
+    run = started_run(pg_cluster, backup)
+    staged = stage(pg_cluster, backup)
+    nobody = f"http://127.0.0.1:{free_port()}/api/health"
+    failed = run_module(
+        "recovery_commit",
+        commit_args(pg_cluster, backup, daemon, run, staged, stop_first=True, health_url=nobody, health_timeout=2),
+    )
+    assert failed["failed"] and failed["swapped"] is True and failed["failed_step"] == "health", failed
+    assert failed["msg"].startswith(f"swapped {staged['staging_database']} in as {DB} (the previous database kept as ")
+    assert " and the application restarted, but it is not healthy: /api/health: " in failed["msg"]
+    assert failed["msg"].endswith(
+        f"(for 2 s). {DB} holds the restored backup; the previous database is kept as {failed['previous_database']}."
+    )
+    # nothing lost: the restored copy is live, the one it replaced is kept by OID for the swap-back
+    assert oid(pg_cluster, DB) == staged["restored_oid"] == failed["restored_oid"]
+    assert oid(pg_cluster, failed["previous_database"]) == live == failed["previous_oid"]
+    assert online(daemon) == {"web": "online", "worker": "online"}
+    status = run_module(
+        "recovery_run", conn_args(pg_cluster, database=DB, state="status", state_dir=str(backup["dir"]))
+    )
+    assert [s["step"] for s in status["record"]["steps"]][-2:] == ["restart", "health"]
+    close_run(pg_cluster, backup, run)
+
+
+def test_an_app_that_does_not_come_back_fails_the_commit_naming_what_to_swap_back(pg_cluster, backup, daemon):
+    """A crash loop after the swap: the failure carries previous_database, previous_oid and restored_oid under the
+    names a success returns, which db_recovery's swap-back reads."""
+    live = oid(pg_cluster, DB)
+    run = started_run(pg_cluster, backup)
+    staged = stage(pg_cluster, backup)
+    crash = daemon.options(
+        ecosystem=str(daemon.apps / "crash" / "ecosystem.config.js"), only=["crasher"], min_uptime=1, wait_timeout=10
+    )
+    failed = run_module("recovery_commit", commit_args(pg_cluster, backup, daemon, run, staged, app=crash))
+    assert failed["failed"] and failed["swapped"] is True and failed["failed_step"] == "restart", failed
+    assert ", but the application did not come back: " in failed["msg"], failed["msg"]
+    assert "FATAL: cannot reach the database (crash-at-start test app)" in failed["msg"]
+    assert failed["msg"].endswith(
+        f"{DB} holds the restored backup; the previous database is kept as {failed['previous_database']}."
+    )
+    assert oid(pg_cluster, DB) == staged["restored_oid"] == failed["restored_oid"]
+    assert oid(pg_cluster, failed["previous_database"]) == live == failed["previous_oid"]
+    daemon.pm2("delete", "crasher", check=False)
+    close_run(pg_cluster, backup, run)
 
 
 def children(pid):

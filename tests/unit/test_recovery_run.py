@@ -119,7 +119,7 @@ def test_the_timeline_ends_each_step_where_the_next_begins():
     ]
 
 
-def test_downtime_runs_from_the_stop_to_the_end_of_the_health_check():
+def test_downtime_runs_from_the_stop_to_the_shop_serving_again():
     plan_order = rr.timeline(
         [
             {"step": s, "at": at}
@@ -151,6 +151,16 @@ def test_downtime_runs_from_the_stop_to_the_end_of_the_health_check():
         35.0,
     )
     assert rr.downtime(keep_serving) == 5.5
+    # recovery_commit records the moment the server saw the shop healthy (serving): the downtime ends there,
+    # not when the controller closed the run a round trip later
+    served = rr.timeline(
+        [
+            {"step": s, "at": at}
+            for s, at in (("stop", 29.5), ("swap", 30.0), ("restart", 30.1), ("health", 33.2), ("serving", 33.4))
+        ],
+        35.0,
+    )
+    assert rr.downtime(served) == 3.9
     # never stopped (refused before step 1): no downtime; stopped but never healthy: until the run ended
     assert rr.downtime(rr.timeline([{"step": "identify", "at": 1.0}], 2.0)) is None
     assert rr.downtime(rr.timeline([{"step": "stop", "at": 1.0}, {"step": "restore", "at": 2.0}], 9.0)) == 8.0
