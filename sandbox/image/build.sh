@@ -43,7 +43,8 @@ build_server() {
   box="tokotani-image-server-$$"
   docker rm -f "$box" >/dev/null 2>&1 || true
   # shellcheck disable=SC2086 # the package list is words
-  if ! docker run --name "$box" --entrypoint /bin/sh "$base" -c "
+  # (the base has no ENTRYPOINT: the command replaces its CMD, which the commit puts back)
+  if ! docker run --name "$box" "$base" /bin/sh -c "
       set -e
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
       apt-get update -q
@@ -58,7 +59,6 @@ build_server() {
   fi
   docker commit \
     --change 'CMD ["/lib/systemd/systemd"]' \
-    --change 'ENTRYPOINT []' \
     --change 'ENV container=docker' \
     --change "LABEL org.opencontainers.image.title=$server recipe=$server_tag" \
     "$box" "$server:$server_tag" >/dev/null
