@@ -8,11 +8,8 @@
 # TOKOTANI_SANDBOX_IMAGE=<image> skips the build and checks that the operator's
 # own systemd-ready Debian 12 image exists instead.
 #
-# Then tokotani-dr/debian12-server (TOKOTANI_SERVER_IMAGE) is built from that image
-# with the packages of server-packages.txt preinstalled (what the roles install on a
-# server): the molecule scenarios start from it, so that each one does not download
-# and unpack them again; the scenario `default` keeps the bare image. Tagged with a
-# hash of the base image's id and the package list, rebuilt only when they change.
+# Then server.sh builds tokotani-dr/debian12-server from that image (the packages
+# the roles install, preinstalled for the molecule scenarios).
 # DEBIAN_MIRROR=<url> overrides the Debian mirror (default: the host's apt sources).
 set -euo pipefail
 
@@ -24,50 +21,8 @@ packages=$(grep -v '^#' "$here/packages.txt" | tr -s ' \n' ',' | sed 's/^,//;s/,
 log() { printf '[image] %s\n' "$*" >&2; }
 die() { printf '[image] ERROR: %s\n' "$*" >&2; exit 1; }
 
-# The server image: base + the packages of server-packages.txt, installed the way the roles install
-# them (apt's defaults, recommends included), no service started meanwhile (policy-rc.d), apt's lists
-# and cache dropped. The image's CMD, ENV and labels are the base's.
-server=${SERVER_IMAGE_NAME:-tokotani-dr/debian12-server}
-build_server() {
-  local base="$1" base_id server_tag server_packages box started
-  base_id=$(docker image inspect --format '{{.Id}}' "$base")
-  server_packages=$(grep -v '^#' "$here/server-packages.txt" | tr -s ' \n' ' ' | sed 's/^ //;s/ $//')
-  server_tag=$(printf '%s\n%s\n' "$base_id" "$server_packages" | cat - "$0" | sha256sum | cut -c1-12)
-  if docker image inspect "$server:$server_tag" >/dev/null 2>&1; then
-    log "$server:$server_tag is up to date (base and package list unchanged)"
-    docker tag "$server:$server_tag" "$server:latest"
-    return 0
-  fi
-  log "building $server:$server_tag from $base with: $server_packages"
-  started=$(date +%s)
-  box="tokotani-image-server-$$"
-  docker rm -f "$box" >/dev/null 2>&1 || true
-  # shellcheck disable=SC2086 # the package list is words
-  # (the base has no ENTRYPOINT: the command replaces its CMD, which the commit puts back)
-  if ! docker run --name "$box" "$base" /bin/sh -c "
-      set -e
-      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
-      apt-get update -q
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -q $server_packages
-      rm -f /usr/sbin/policy-rc.d
-      apt-get clean
-      rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log /var/log/apt/* /tmp/*
-    " >"/var/tmp/tokotani-image-server.log" 2>&1; then
-    tail -20 /var/tmp/tokotani-image-server.log >&2
-    docker rm -f "$box" >/dev/null 2>&1 || true
-    die "installing the server packages into $server failed (log above, /var/tmp/tokotani-image-server.log)"
-  fi
-  docker commit \
-    --change 'CMD ["/lib/systemd/systemd"]' \
-    --change 'ENV container=docker' \
-    --change "LABEL org.opencontainers.image.title=$server recipe=$server_tag" \
-    "$box" "$server:$server_tag" >/dev/null
-  docker rm -f "$box" >/dev/null
-  docker tag "$server:$server_tag" "$server:latest"
-  { docker images "$server" --format '{{.Tag}}' | grep -vx -e latest -e "$server_tag" || true; } \
-    | while read -r old; do docker rmi "$server:$old" >/dev/null 2>&1 || true; done
-  log "built $server:$server_tag in $(( $(date +%s) - started )) s"
-}
+# The server image on top of the image this script settles on (server.sh).
+build_server() { "$here/server.sh" "$1"; }
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers; run scripts/ensure.sh docker (or 'make image', which does)"
 
