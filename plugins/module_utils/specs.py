@@ -332,6 +332,17 @@ def app_release_argument_spec():
     return spec
 
 
+def app_backup_argument_spec():
+    """tokotani.dr.app_backup."""
+    return {
+        "base_dir": {"type": "path", "default": "/srv/tokotani"},
+        "keep": {"type": "int", "default": 10},
+        "deploying": {"type": "str"},
+        "database_backup": {"type": "str"},
+        "database": {"type": "str", "aliases": ["db"]},
+    }
+
+
 RECOVERY_STATES = ["started", "step", "finished", "status"]
 
 
