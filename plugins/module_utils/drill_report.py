@@ -124,8 +124,12 @@ PHASE_ADVICE = {
         "db_recovery_pm2_wait_timeout)"
     ),
     "health": (
-        "consider why the application answers late (database pool, caches warming up) and poll more often "
-        "(db_recovery_health_delay)"
+        "consider why the application answers late (database pool, caches warming up); it is polled every 0.2 s "
+        "from the server"
+    ),
+    "serving": (
+        "the shop already serves again here (the recovery's record is closed from the controller): consider "
+        "fewer tasks after the commit"
     ),
     "swap_back": "fix the step that failed after the swap so that the recovery does not have to undo itself",
     "post_recovery": (

@@ -42,7 +42,16 @@ def test_rto_and_rpo_agree_with_the_timeline():
     assert abs(rpo - (disaster - scenario["recovery"]["backup_finished_at"])) < 0.01
     # every recovery step lies between the disaster and the checklist's end, in order (identify comes before stop)
     steps = [p for p in scenario["phases"] if p["kind"] == "recovery"]
-    assert [p["name"] for p in steps] == ["identify", "stop", "restore", "verify", "swap", "restart", "health"]
+    assert [p["name"] for p in steps] == [
+        "identify",
+        "stop",
+        "restore",
+        "verify",
+        "swap",
+        "restart",
+        "health",
+        "serving",
+    ]
     # the shop was down from the stop until healthy again: the RTO less identifying the backup
     downtime = scenario["recovery"]["downtime_seconds"]
     assert isinstance(downtime, (int, float)) and 0 < downtime < rto
