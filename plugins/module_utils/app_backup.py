@@ -15,11 +15,9 @@ to this tool's pattern, and nothing read goes into SQL or a shell.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import re
-import stat
 
 from ansible_collections.tokotani.dr.plugins.module_utils import app_release
 from ansible_collections.tokotani.dr.plugins.module_utils import backup_catalog as catalog
@@ -36,27 +34,6 @@ RECORD_FORMAT = 1
 
 class AppBackupError(DrError):
     """The application backup could not be taken; nothing of the live release was changed."""
-
-
-def _read_regular(path, limit):
-    """(bytes of the regular file at path, None) or (None, a problem); (None, None) when it does not exist.
-    Never follows a link; reads at most limit bytes (more is a problem)."""
-    name = os.path.basename(path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        return None, None
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            return None, f"{name} is a symbolic link (refused: it could point anywhere)"
-        return None, f"{name} cannot be read ({err.strerror or err})"
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None, f"{name} is not a regular file"
-        data = handle.read(limit + 1)
-    if len(data) > limit:
-        return None, f"{name} is larger than {limit} bytes"
-    return data, None
 
 
 def backup_name(now, version, sequence=1):
@@ -116,13 +93,13 @@ def take(params, check_mode=False):
     files = {}
     contents = {}
     for kept, mode, limit in KEPT_FILES:
-        data, problem = _read_regular(os.path.join(entry["path"], kept), limit)
+        data, problem = app_release.read_regular(os.path.join(entry["path"], kept), limit)
         if problem:
             raise AppBackupError(f"the live release's {problem}: nothing was backed up")
         files[kept] = None if data is None else hashlib.sha256(data).hexdigest()
         if data is not None:
             contents[kept] = (data, mode)
-    lock, problem = _read_regular(os.path.join(entry["path"], "package-lock.json"), LOCK_MAX)
+    lock, problem = app_release.read_regular(os.path.join(entry["path"], "package-lock.json"), LOCK_MAX)
     if problem:
         raise AppBackupError(f"the live release's {problem}: nothing was backed up")
     where = _backups_dir(releases.base, check_mode)

@@ -18,6 +18,7 @@ Pure standard library apart from pg_cli (psql) for the applied migrations.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -61,30 +62,40 @@ def shown(value):
     return text if len(text) <= SHOWN_MAX else text[: SHOWN_MAX - 3] + "..."
 
 
-def read_record(path):
-    """(the JSON object in the small regular file at path, or None; a problem or None). Never follows a link."""
+def read_regular(path, limit):
+    """(the bytes of the regular file at path, None), or (None, a problem); (None, None) when it does not exist.
+    Never follows a link (a link is a problem); reads at most limit bytes (a larger file is a problem)."""
     name = os.path.basename(path)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         return None, None
     except OSError as err:
+        if err.errno == errno.ELOOP:
+            return None, f"{name} is a symbolic link (refused: it could point anywhere)"
         return None, f"{name} cannot be read ({err.strerror or err})"
     with os.fdopen(fd, "rb") as handle:
-        regular = stat.S_ISREG(os.fstat(handle.fileno()).st_mode)
-        data = handle.read(RECORD_MAX + 1) if regular else b""
-    problem = None if regular else f"{name} is not a regular file"
-    if not problem and len(data) > RECORD_MAX:
-        problem = f"{name} is larger than {RECORD_MAX} bytes"
-    doc = None
-    if not problem:
-        try:
-            doc = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            problem = f"{name} is not JSON"
-    if not problem and not isinstance(doc, dict):
-        problem, doc = f"{name} is not a JSON object", None
-    return (None, problem) if problem else (doc, None)
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None, f"{name} is not a regular file"
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        return None, f"{name} is larger than {limit} bytes"
+    return data, None
+
+
+def read_record(path):
+    """(the JSON object in the small regular file at path, or None; a problem or None). Never follows a link."""
+    name = os.path.basename(path)
+    data, problem = read_regular(path, RECORD_MAX)
+    if data is None:
+        return None, problem
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None, f"{name} is not JSON"
+    if not isinstance(doc, dict):
+        return None, f"{name} is not a JSON object"
+    return doc, None
 
 
 def _timestamp(value):
@@ -176,13 +187,8 @@ def _release(releases_dir, name, migrations_dir):
 
 def read_build_id(path):
     """The build id in the small regular file at path (its first line, when a plain token), else None."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(256) if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else b""
-    text = data.decode("utf-8", "replace").strip().splitlines()[:1]
+    data, _problem = read_regular(path, 256)
+    text = (data or b"").decode("utf-8", "replace").strip().splitlines()[:1]
     return text[0] if text and re.match(r"^[A-Za-z0-9_-]{1,128}$", text[0]) else None
 
 
