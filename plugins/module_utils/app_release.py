@@ -6,7 +6,9 @@ The layout is the one tokotani.dr.tokotani_app builds (and community.general.dep
 Ansistrano use): ``<base>/releases/<release>`` with the marker ``.tokotani-release.json`` (version,
 commit) written when its build completed, ``<base>/current`` a symbolic link to the live release.
 Each switch writes ``.tokotani-live.json`` into the release made live (since when, which release it
-replaced), which is how "the release before the live one" is known after rollbacks too.
+replaced), which is how "the release before the live one" is known after rollbacks too. A switch
+away from a release that failed (a deployment's health gate) marks it failed in that record, so
+that "previous" never picks a release that already proved broken (it stays selectable by name).
 
 Everything read back here (directory names, markers, the live records, migration directory names,
 ``_prisma_migrations`` rows) is treated as written by an intruder: names are confined to plain
@@ -40,6 +42,7 @@ VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/+-]{0,127}$")
 COMMIT_RE = re.compile(r"^[0-9a-f]{7,40}$")
 MIGRATION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 SHOWN_MAX = 80
+FAILURE_MAX = 300
 # What the release needs to run: the marker of a completed build, the process file, its dependencies.
 RUNNABLE = ("ecosystem.config.js", "node_modules")
 
@@ -142,6 +145,7 @@ def _release(releases_dir, name, migrations_dir):
         "built_at": None,
         "live_since": None,
         "replaced": None,
+        "failed": None,
         "build_id": None,
         "migrations": None,
         "runnable": False,
@@ -175,6 +179,7 @@ def _release(releases_dir, name, migrations_dir):
         replaced = live.get("replaced")
         if isinstance(replaced, str) and RELEASE_NAME_RE.match(replaced):
             entry["replaced"] = replaced
+        entry["failed"] = _failure(live)
     entry["build_id"] = read_build_id(os.path.join(path, ".next", "BUILD_ID"))
     missing = [part for part in RUNNABLE if not os.path.exists(os.path.join(path, part))]
     if missing:
@@ -183,6 +188,22 @@ def _release(releases_dir, name, migrations_dir):
     problems.extend(more)
     entry["runnable"] = not problems
     return entry
+
+
+def _reason(text):
+    """Why a release failed, as a record keeps it and a message shows it: printable, at most FAILURE_MAX long."""
+    text = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return text if len(text) <= FAILURE_MAX else text[: FAILURE_MAX - 3] + "..."
+
+
+def _failure(live):
+    """The failed mark of a live record ({at, reason}), or None; the reason is only ever shown."""
+    at = _timestamp(live.get("failed_at"))
+    if at is None:
+        return None
+    reason = live.get("failure")
+    reason = _reason(reason) if isinstance(reason, str) else "not recorded"
+    return {"at": at, "reason": reason}
 
 
 def read_build_id(path):
@@ -253,6 +274,8 @@ class Releases:
         parts = []
         for e in ranked:
             when = f"live since {e['live_since']}" if e["live_since"] else f"built {e['built_at']}"
+            if e["failed"]:
+                when += f", failed at {e['failed']['at']}"
             parts.append(f"{e['version']} ({e['name']}, {when}{', live now' if e['name'] == self.live else ''})")
         return "; ".join(parts) if parts else "none"
 
@@ -261,11 +284,12 @@ class Releases:
         release directory name, a version, or a commit prefix. Raises ReleaseError with the list."""
         version = (version or "previous").strip()
         if version == "previous":
-            others = [e for e in self.entries if e["runnable"] and e["name"] != self.live]
+            others = [e for e in self.entries if e["runnable"] and e["name"] != self.live and not e["failed"]]
             if not others:
                 raise ReleaseError(
-                    f"there is no release to roll back to: the only runnable release here is "
-                    f"{self.listing()} (releases in {self.releases_dir})",
+                    f"there is no release to roll back to: apart from releases that failed, the only runnable "
+                    f"release here is {self.listing()} (releases in {self.releases_dir}); name a failed one "
+                    "with version=<release> to make it live anyway",
                     releases=self.entries,
                 )
             return max(others, key=_rank)
@@ -296,8 +320,9 @@ class Releases:
             )
         return runnable[0]
 
-    def switch(self, entry, now=None):
-        """Make entry live: current replaced by a new link in one rename, then its live record written.
+    def switch(self, entry, now=None, replaced_failed=None):
+        """Make entry live: current replaced by a new link in one rename, then its live record written;
+        with replaced_failed (why), the release that was live is marked failed in its own record.
         Returns the name of the release that was live (None when none was)."""
         if os.path.lexists(self.current) and not os.path.islink(self.current):
             raise ReleaseError(f"{self.current} is not a symbolic link: refusing to replace it")
@@ -325,8 +350,14 @@ class Releases:
                 catalog.json_text({"live_since": stamp, "replaced": before}),
                 mode=0o644,
             )
-            entry["live_since"], entry["replaced"] = stamp, before
+            entry["live_since"], entry["replaced"], entry["failed"] = stamp, before, None
             self.live = entry["name"]
+            failed = self.entry(before) if replaced_failed and before else None
+            if failed is not None:
+                failed["failed"] = {"at": stamp, "reason": _reason(replaced_failed)}
+                record = {"live_since": failed["live_since"], "replaced": failed["replaced"]}
+                record.update(failed_at=stamp, failure=failed["failed"]["reason"])
+                catalog.write_atomic(os.path.join(failed["path"], LIVE_RECORD), catalog.json_text(record), mode=0o644)
             return before
         finally:
             lock.release()
@@ -429,7 +460,7 @@ def make_live(params, check_mode=False, psql_factory=None):
     if check_mode:
         result["msg"] = f"would make release {target['name']} ({target['version']}) live instead of {releases.live}"
         return result
-    releases.switch(target)
+    releases.switch(target, replaced_failed=params.get("replaced_failed") or None)
     result["live"] = target["name"]
     result["msg"] = (
         f"release {target['name']} ({target['version']}) is live; it replaced {result['previous_live'] or 'no release'}"

@@ -328,6 +328,7 @@ def app_release_argument_spec():
     spec.update(
         version={"type": "str", "default": "previous"},
         newer_schema={"type": "str", "default": "fail", "choices": ["fail", "allow"]},
+        replaced_failed={"type": "str"},
     )
     return spec
 

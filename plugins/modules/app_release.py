@@ -45,6 +45,13 @@ options:
     type: str
     choices: [fail, allow]
     default: fail
+  replaced_failed:
+    description:
+      - Why the release being replaced failed (a deployment whose health gate failed, rolled back automatically).
+      - Recorded, printable and cut to 300 characters, in that release's C(.tokotani-live.json) with the time, so
+        that O(version=previous) never picks it again; it stays selectable by name, and a later switch to it
+        clears the mark. Not recorded when nothing is switched.
+    type: str
 seealso:
   - module: tokotani.dr.app_release_info
   - module: tokotani.dr.pm2_process
@@ -86,7 +93,7 @@ previous_live:
 target:
   description:
     - The release O(version) names, as RV(tokotani.dr.app_release_info#module:releases) describes each (name, path,
-      version, commit, built_at, live_since, replaced, build_id, migrations, runnable, problems).
+      version, commit, built_at, live_since, replaced, failed, build_id, migrations, runnable, problems).
   returned: always
   type: dict
   sample: {name: v1.0.0-1a2b3c4d, version: v1.0.0, live_since: "2026-12-02T09:00:00.000000Z", runnable: true}

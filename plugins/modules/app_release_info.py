@@ -90,6 +90,12 @@ releases:
       description: The release it replaced when it was last made live.
       type: str
       sample: v0.9.0-0f1e2d3c
+    failed:
+      description:
+        - When a switch away from it recorded that it failed (a deployment's health gate, rolled back
+          automatically) - C(at) and C(reason) - else null. V(previous) never picks a failed release.
+      type: dict
+      sample: {at: "2026-12-02T09:01:00.000000Z", reason: "the health gate failed: /api/health answered 500"}
     build_id:
       description: The build id (C(.next/BUILD_ID)), null when there is none.
       type: str

@@ -83,6 +83,28 @@ def test_previous_is_the_release_live_before_and_the_switch_is_recorded(tree):
     )
 
 
+def test_a_switch_away_from_a_failed_release_marks_it_and_previous_skips_it(tree):
+    # v3 goes live and fails its health gate; the automatic rollback switches to v2 and marks v3
+    assert run_module("app_release", {"base_dir": str(tree), "version": "v3.0.0"})["changed"]
+    back = run_module(
+        "app_release",
+        {"base_dir": str(tree), "version": "v2.0.0", "replaced_failed": "the health gate failed:\n500 \x1b"},
+    )
+    assert back["changed"] and not back.get("failed"), back
+    record = json.loads((tree / "releases" / "v3.0.0-33333333" / ".tokotani-live.json").read_text())
+    assert record["failure"] == "the health gate failed: 500"
+    assert record["failed_at"] and record["live_since"]
+    info = run_module("app_release_info", {"base_dir": str(tree), "version": "previous"})
+    assert info["target"]["name"] == "v1.0.0-11111111", info  # not v3, live more recently but failed
+    failed = next(r for r in info["releases"] if r["name"] == "v3.0.0-33333333")
+    assert failed["failed"] == {"at": record["failed_at"], "reason": "the health gate failed: 500"}
+    # named, it can still be made live, and that clears the mark
+    again = run_module("app_release", {"base_dir": str(tree), "version": "v3.0.0-33333333"})
+    assert again["changed"], again
+    info = run_module("app_release_info", {"base_dir": str(tree)})
+    assert next(r for r in info["releases"] if r["name"] == "v3.0.0-33333333")["failed"] is None
+
+
 def test_an_unknown_version_fails_with_the_list_and_changes_nothing(tree):
     before = current(tree)
     result = run_module("app_release", {"base_dir": str(tree), "version": "v9.9.9"})

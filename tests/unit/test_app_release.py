@@ -26,6 +26,7 @@ def entry(
         "live_since": live_since,
         "migrations": list(migrations) if migrations is not None else None,
         "runnable": runnable,
+        "failed": None,
         "problems": [] if runnable else ["it has no node_modules"],
     }
 
@@ -50,6 +51,26 @@ def test_previous_is_the_newest_live_other_than_the_live_one_and_never_a_broken_
     # none ever recorded live: the newest build
     old = entry("v0-ffffffff", "v0", built_at="2026-11-01T00:00:00.000000Z")
     assert releases(old, never, live=None).resolve("previous") is never
+
+
+def test_previous_never_picks_a_release_that_failed_but_its_name_still_does():
+    v1 = entry("v1-aaaaaaaa", "v1", live_since="2026-12-01T10:00:00.000000Z")
+    v2 = entry("v2-bbbbbbbb", "v2", live_since="2026-12-02T10:00:00.000000Z")
+    crash = entry("v3-cccccccc", "v3", live_since="2026-12-03T10:00:00.000000Z")
+    crash["failed"] = {"at": "2026-12-03T10:01:00.000000Z", "reason": "the health gate failed"}
+    # v2 is live again after the automatic rollback from v3: previous is v1, not the release that crashed
+    v2["live_since"] = "2026-12-03T10:01:00.000000Z"
+    found = releases(v1, v2, crash, live="v2-bbbbbbbb")
+    assert found.resolve("previous") is v1
+    assert found.resolve("v3") is crash
+    assert "v3 (v3-cccccccc, live since 2026-12-03T10:00:00.000000Z, failed at 2026-12-03T10:01:00" in found.listing()
+    with pytest.raises(app_release.ReleaseError, match=r"apart from releases that failed"):
+        releases(v2, crash, live="v2-bbbbbbbb").resolve("previous")
+
+
+def test_a_failure_reason_is_kept_printable_and_short():
+    assert app_release._reason("line one\nline\ttwo\x1b[31m") == "line one line two [31m"
+    assert len(app_release._reason("x" * 1000)) == app_release.FAILURE_MAX
 
 
 def test_a_version_a_name_and_a_commit_prefix_name_a_release_and_ambiguity_is_refused():
