@@ -11,7 +11,8 @@ work is running on the server (a new ``docker exec`` session in the container, a
 - ``kill``: SIGKILL to the process group;
 - ``restart``: ``docker restart <container>``.
 
-It then waits for ansible-playbook to exit (SIGKILL to the group after --exit-timeout), and for the
+It then waits for ansible-playbook to exit (SIGKILL to the group after --exit-timeout; after a restart,
+the docker exec sessions such a killed controller left are ended and listed in ``orphans``), and for the
 server to be quiet: after a restart, until ``systemctl is-system-running`` says running or degraded
 and PostgreSQL accepts connections; then until no process in the container is an Ansible module or
 a restore (a command line with one of --busy, or a ``docker exec`` session other than this
@@ -174,6 +175,17 @@ def wait_exit(proc, timeout):
         return proc.wait(timeout=30), True
 
 
+def end_orphans(server):
+    """SIGKILL to the docker exec sessions in the container (and their children); what they were."""
+    procs = server.processes() or []
+    orphans = sessions(procs)
+    pids = {p[0] for p in orphans}
+    pids |= {p[0] for p in procs if p[1] in pids}
+    if pids:
+        server.run(["kill", "-9", *sorted(str(pid) for pid in pids)], timeout=15.0)
+    return [f"{p[0]} {p[2]}" for p in orphans][:10]
+
+
 def wait_booted(server, deadline):
     """After docker restart: systemd up (running or degraded) and PostgreSQL accepting connections."""
     booted = False
@@ -299,6 +311,7 @@ def drive(args):
         "timed_out": False,
         "quiet": False,
         "still_busy": [],
+        "orphans": [],
         "problem": None,
     }
     with open(args.log, "w", encoding="utf-8") as log:
@@ -310,6 +323,11 @@ def drive(args):
     deadline = time.monotonic() + args.quiet_timeout
     if args.action == "restart" and result["acted"] and not wait_booted(server, deadline):
         result["problem"] = result["problem"] or "the server did not boot again (systemd, PostgreSQL)"
+    if args.action == "restart" and result["acted"] and result["timed_out"]:
+        # A docker exec that the controller started while the container was booting can hang with its module
+        # never sent (Docker's race, not the playbook's: over SSH the connection would be refused). The
+        # controller is gone now, so the sessions it left are nobody's work: end them and say so.
+        result["orphans"] = end_orphans(server)
     result["quiet"], result["still_busy"] = wait_quiet(server, args.busy, args.quiet_checks, deadline)
     if not result["quiet"]:
         result["problem"] = result["problem"] or f"the server was not quiet within {args.quiet_timeout:.0f} s"
