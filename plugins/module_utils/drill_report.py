@@ -34,6 +34,9 @@ numeric strings; keys not listed are ignored)::
             "backup": str | null,            #   the backup used (name)
             "source": str | null,            #   local or offsite
             "backup_finished_at": epoch | null,  # end of the backup restored: the recovery point
+            "recovery_point_at": epoch | null,   # optional: the newest moment whose data the recovery kept, when
+                                                 #   that is not a backup's end (a rollback that left the
+                                                 #   database alone keeps everything: its healthy time)
             "timeline": [                    #   the recovery role's steps, default []
               {"step": str, "started_at": epoch, "finished_at": epoch,
                "seconds": float}             #   seconds is optional and ignored (recomputed)
@@ -57,7 +60,9 @@ numeric strings; keys not listed are ignored)::
       ]
     }
 
-Arithmetic: RTO = healthy_at - disaster.at; RPO = disaster.at - recovery.backup_finished_at; an
+Arithmetic: RTO = healthy_at - disaster.at; RPO = disaster.at - recovery.backup_finished_at, or, when
+recovery.recovery_point_at is set, max(0, disaster.at - recovery.recovery_point_at) (data kept up to
+or past the disaster loses nothing); an
 objective is met when measured <= objective (met is null when either is null). A scenario passes
 when its recovery status is ``recovered`` (``verified`` for ``backup_verification``), no checklist
 item failed (null items are "not configured"), the checklist did not report failure, and every
@@ -130,6 +135,15 @@ PHASE_ADVICE = {
     "serving": (
         "the shop already serves again here (the recovery's record is closed from the controller): consider "
         "fewer tasks after the commit"
+    ),
+    "read": (
+        "consider why reading the releases and the database's migrations is slow (tokotani.dr.app_release_info): "
+        "the connection to PostgreSQL, or many release directories (tokotani_app_keep_releases)"
+    ),
+    "switch": "the switch is one rename of a link: a slow one points at the disk or at the connection to the server",
+    "processes": (
+        "consider the application's start-up time and the pm2 wait (app_rollback_pm2_min_uptime); in cluster mode a "
+        "reload keeps serving while the processes change"
     ),
     "swap_back": "fix the step that failed after the swap so that the recovery does not have to undo itself",
     "post_recovery": (
@@ -366,6 +380,7 @@ def _read_scenario(raw, path):
                 recovery.get("backup_finished_at"), _path(recovery_path, "backup_finished_at")
             ),
             "timeline": _read_timeline(recovery.get("timeline"), _path(recovery_path, "timeline")),
+            "recovery_point_at": _number(recovery.get("recovery_point_at"), _path(recovery_path, "recovery_point_at")),
             "failure": _text(recovery.get("failure"), _path(recovery_path, "failure")),
             "downtime_seconds": _number(recovery.get("downtime_seconds"), _path(recovery_path, "downtime_seconds")),
         },
@@ -702,6 +717,8 @@ def _recovery_block(recovery, expected):
         "source": recovery["source"],
         "backup_finished_at": _round(recovery["backup_finished_at"]),
         "backup_finished_at_iso": epoch_iso(recovery["backup_finished_at"]),
+        "recovery_point_at": _round(recovery["recovery_point_at"]),
+        "recovery_point_at_iso": epoch_iso(recovery["recovery_point_at"]),
         "failure": recovery["failure"],
         "downtime_seconds": _round(recovery["downtime_seconds"]),
         "downtime_text": None if recovery["downtime_seconds"] is None else human_duration(recovery["downtime_seconds"]),
@@ -764,7 +781,9 @@ def _scenario_report(scenario):
 
     rto_measured = None if disaster_at is None or healthy_at is None else healthy_at - disaster_at
     rpo_measured = None
-    if disaster_at is not None and recovery["backup_finished_at"] is not None:
+    if disaster_at is not None and recovery["recovery_point_at"] is not None:
+        rpo_measured = max(0.0, disaster_at - recovery["recovery_point_at"])
+    elif disaster_at is not None and recovery["backup_finished_at"] is not None:
         rpo_measured = disaster_at - recovery["backup_finished_at"]
 
     # Time zero of the phase offsets: the disaster, else the first thing recorded.
@@ -1022,6 +1041,8 @@ def _md_steps(r):
         if r["backup_finished_at_iso"]:
             backup += f", finished at `{r['backup_finished_at_iso']}`"
         out.append(backup)
+    if r["recovery_point_at_iso"]:
+        out.append(f"- Data kept up to `{r['recovery_point_at_iso']}`")
     if r["failure"]:
         out.append(f"- Failure: {_md(r['failure'])}")
     out.append("")
@@ -1376,6 +1397,8 @@ def _html_steps(r):
         source = f" from {_e(r['source'])}" if r["source"] else ""
         finished = f", finished at {_e(r['backup_finished_at_iso'])}" if r["backup_finished_at_iso"] else ""
         facts.append(f"backup <code>{_e(r['backup'])}</code>{source}{finished}")
+    if r["recovery_point_at_iso"]:
+        facts.append(f"data kept up to {_e(r['recovery_point_at_iso'])}")
     out.append("<p>" + "; ".join(facts) + ".</p>")
     if r["failure"]:
         out.append(f'<p class="reasons">Failure: {_e(r["failure"])}</p>')

@@ -209,6 +209,59 @@ def test_rto_and_rpo_arithmetic_against_objectives():
     assert s["recovery"]["backup_finished_at_iso"] == "2026-01-05T01:00:12.000Z"
 
 
+def rollback_scenario(point):
+    """Scenario 2.2: the broken release went live at T, the previous one was healthy at T+40, nothing restored."""
+    return {
+        "id": "2.2",
+        "name": "application_rollback",
+        "title": "Failed deployment",
+        "disaster": {"kind": "crash_at_start", "description": "v2-crash went live", "at": T},
+        "recovery": {
+            "status": "recovered",
+            "recovery_point_at": point,
+            "timeline": [
+                {"step": "switch", "started_at": T + 30.0, "finished_at": T + 31.0},
+                {"step": "processes", "started_at": T + 31.0, "finished_at": T + 38.0},
+                {"step": "health", "started_at": T + 38.0, "finished_at": T + 40.0},
+            ],
+        },
+        "healthy_at": T + 40.0,
+        "objectives": {"rto_seconds": 900, "rpo_seconds": 0},
+    }
+
+
+def test_a_recovery_that_kept_the_data_past_the_disaster_has_rpo_zero():
+    report = dr.compute(drill(rollback_scenario(T + 40.0)))
+    assert schema_errors(report) == []
+    s = scenario_of(report, "2.2")
+    assert s["rpo"]["measured_seconds"] == 0.0
+    assert s["rpo"]["met"] is True
+    assert s["rto"]["measured_seconds"] == 40.0
+    assert s["recovery"]["recovery_point_at_iso"] == "2026-01-05T02:00:40.000Z"
+    assert s["recovery"]["backup"] is None
+    assert s["verdict"] == "pass", s["reasons"]
+    assert "- Data kept up to `2026-01-05T02:00:40.000Z`" in dr.render_markdown(report)
+    assert "data kept up to 2026-01-05T02:00:40.000Z" in dr.render_html(report)
+
+
+def test_a_recovery_point_before_the_disaster_is_the_data_lost_and_wins_over_the_backup_end():
+    s = rollback_scenario(T - 120.0)
+    s["recovery"]["backup_finished_at"] = T - 3600.0
+    result = scenario_of(dr.compute(drill(s)), "2.2")
+    assert result["rpo"]["measured_seconds"] == 120.0
+    assert result["rpo"]["met"] is False
+    assert result["reasons"] == ["RPO objective missed: 2 min measured, objective 0 s"]
+    s["recovery"]["recovery_point_at"] = "yesterday"
+    with pytest.raises(dr.DrillReportError, match="recovery_point_at"):
+        dr.compute(drill(s))
+
+
+def test_without_a_recovery_point_the_report_says_null():
+    s = scenario_of(dr.compute(drill()))
+    assert s["recovery"]["recovery_point_at"] is None
+    assert s["recovery"]["recovery_point_at_iso"] is None
+
+
 def test_the_shops_downtime_is_reported_beside_the_rto():
     plain = scenario_of(dr.compute(drill()))
     assert plain["recovery"]["downtime_seconds"] is None and plain["recovery"]["downtime_text"] is None
