@@ -28,7 +28,7 @@ def test_json_report_is_schema_valid():
 
 def test_every_scenario_is_present_and_passed():
     doc = report()
-    assert [s["name"] for s in doc["scenarios"]] == ["backup_verification", "database_recovery"]
+    assert [s["name"] for s in doc["scenarios"]] == ["backup_verification", "database_recovery", "application_rollback"]
     assert doc["verdict"] == "pass", [s["reasons"] for s in doc["scenarios"]]
 
 
@@ -61,6 +61,47 @@ def test_rto_and_rpo_agree_with_the_timeline():
     assert steps[0]["started_at"] >= disaster
     assert scenario["healthy_at"] <= scenario["checklist"]["finished_at"]
     assert scenario["rto"]["met"] and scenario["rpo"]["met"]
+
+
+def test_application_rollback_measures_rto_from_the_broken_release_and_rpo_zero():
+    scenario = next(s for s in report()["scenarios"] if s["name"] == "application_rollback")
+    assert scenario["id"] == "2.2"
+    assert scenario["verdict"] == "pass", scenario["reasons"]
+    disaster = scenario["disaster"]
+    assert disaster["kind"] == "failed_deployment"
+    assert "(v2-crash) went live at " in disaster["description"]
+    assert "failed at 'Run the apps of ecosystem.config.js under pm2'" in disaster["description"]
+    # RTO: the crashing release going live to the automatic rollback's verified health
+    assert abs(scenario["rto"]["measured_seconds"] - (scenario["healthy_at"] - disaster["at"])) < 0.01
+    assert scenario["rto"]["objective_seconds"] == 900
+    steps = [p["name"] for p in scenario["phases"] if p["kind"] == "recovery"]
+    assert steps == ["read", "switch", "processes", "health"]
+    # the pm2 wait that caught the crash loop is the detect phase, before the rollback's first step
+    assert scenario["phases"][0]["name"] == "detect"
+    # RPO 0: the database was left alone and the canary row survived every rollback
+    assert scenario["rpo"]["measured_seconds"] == 0 and scenario["rpo"]["objective_seconds"] == 0
+    assert scenario["recovery"]["recovery_point_at"] == scenario["healthy_at"]
+    items = {i["item"]: i for i in scenario["checklist"]["items"]}
+    for item in (
+        "Automatic rollback of a release that crashes at start",
+        "Automatic rollback of a release that answers 500, its migration restored from the paired backup",
+        "Manual rollback to the previous release (rollback.yml)",
+        "Orders written since the deploy kept (RPO 0)",
+        "All services running",
+    ):
+        assert items[item]["status"] == "pass", items[item]
+    error = items["Automatic rollback of a release that answers 500, its migration restored from the paired backup"]
+    assert "restored from backup_" in error["evidence"]
+    assert "(v1.0.0) live and healthy" in items["Manual rollback to the previous release (rollback.yml)"]["evidence"]
+
+
+def test_the_sandbox_runs_the_release_it_had_before_the_drill(host):
+    health = host.check_output("curl -s http://127.0.0.1:3000/api/health")
+    assert json.loads(health)["version"] == "1.0.0"
+    tables = host.check_output(
+        "runuser -u postgres -- psql -d tokotani -Atc \"SELECT to_regclass('public.dr_drill_canary') IS NULL\""
+    )
+    assert tables == "t"
 
 
 def test_checklist_has_evidence():
