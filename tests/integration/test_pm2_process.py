@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import os
 import stat
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import wait_for_http
+from helpers import free_port, wait_for_http
 from pm2_support import Pm2Home, jlist_of, jlist_task, pm2_daemon, process_task, run_tasks
 
 FAST = {"min_uptime": 0.5, "wait_timeout": 30}
@@ -306,3 +308,82 @@ def test_clear_errors(daemon, tmp_path):
         assert not_found["msg"].startswith("pm2 was not found"), not_found["msg"]
         assert "npm install -g pm2" in not_found["msg"]
     assert snapshot(daemon) == before
+
+
+CLUSTER_JS = """
+const http = require('http');
+const path = require('path');
+const release = path.basename(process.cwd());  // the release current pointed to when this instance started
+const server = http.createServer((req, res) => { res.writeHead(200); res.end(release); })
+  .listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGINT', () => server.close(() => process.exit(0)));  // finish what is in flight, as the shop does
+"""
+
+
+def _cluster_procs(daemon: Pm2Home) -> list[tuple[int, str, str]]:
+    out = daemon.pm2("jlist").stdout
+    procs = json.loads(out[out.index("[") :])
+    return sorted((p["pm_id"], p["pm2_env"]["status"], p["pm2_env"]["exec_mode"]) for p in procs if p["name"] == "cweb")
+
+
+def test_reload_in_cluster_mode_with_current_as_cwd_changes_the_code_without_refusing_a_request(daemon, tmp_path):
+    """The zero-downtime rollback: two instances whose cwd is the current link; current switched, then reloaded."""
+    port = free_port()
+    base = tmp_path / "cluster"
+    for name in ("r1", "r2"):
+        release = base / "releases" / name
+        release.mkdir(parents=True)
+        (release / "server.js").write_text(CLUSTER_JS)
+        (release / "ecosystem.config.js").write_text(
+            "const path = require('path');\n"
+            "module.exports = { apps: [{ name: 'cweb', script: 'server.js', exec_mode: 'cluster', instances: 2,\n"
+            f"  cwd: path.resolve(__dirname, '..', '..', 'current'), env: {{ PORT: '{port}' }} }}] }};\n"
+        )
+    current = base / "current"
+    current.symlink_to(base / "releases" / "r1")
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        run_tasks([process_task(daemon, ecosystem=str(base / "releases" / "r1" / "ecosystem.config.js"), **FAST)])
+        wait_for_http(url)
+        before = _cluster_procs(daemon)
+        assert [p[2] for p in before] == ["cluster_mode", "cluster_mode"], before
+        assert urllib.request.urlopen(url, timeout=5).read() == b"r1"
+
+        link = base / "current.new"
+        link.symlink_to(base / "releases" / "r2")
+        os.replace(link, current)
+        failures, answers, stop = [], [], threading.Event()
+
+        def hammer():
+            while not stop.is_set():
+                try:
+                    answers.append(urllib.request.urlopen(url, timeout=5).read())
+                except OSError as exc:
+                    failures.append(repr(exc))
+                time.sleep(0.01)
+
+        loop = threading.Thread(target=hammer)
+        loop.start()
+        try:
+            run = run_tasks(
+                [
+                    process_task(
+                        daemon,
+                        ecosystem=str(base / "releases" / "r2" / "ecosystem.config.js"),
+                        state="reloaded",
+                        **FAST,
+                    )
+                ]
+            )
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            loop.join()
+        (result,) = run.results
+        assert [a["action"] for a in result["actions"]] == ["reload"], result["actions"]
+        assert _cluster_procs(daemon) == before  # the same processes, reloaded, not deleted and started again
+        assert answers[-1] == b"r2" and {urllib.request.urlopen(url, timeout=5).read() for _ in range(6)} == {b"r2"}
+        assert b"r1" in answers  # the loop ran across the reload
+        assert failures == [], f"{len(failures)} of {len(failures) + len(answers)} requests failed: {failures[:3]}"
+    finally:
+        daemon.pm2("delete", "cweb", check=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import json
 import os
 import re
 import secrets
@@ -525,3 +526,40 @@ def test_server_without_database_url_explains(tmp_path: Path, shop_app_dir: Path
     )
     assert result.returncode == 1
     assert "DATABASE_URL is not set" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env_line", "mode", "instances", "cwd"),
+    [
+        (None, "fork", 1, "release"),
+        ("PM2_NEXTJS_INSTANCES=1", "fork", 1, "release"),
+        ("PM2_NEXTJS_INSTANCES=2", "cluster", 2, "current"),
+        ("PM2_NEXTJS_INSTANCES='3'", "cluster", 3, "current"),
+        ("PM2_NEXTJS_INSTANCES=many", "fork", 1, "release"),
+        ("PM2_NEXTJS_INSTANCES=99", "fork", 1, "release"),
+    ],
+)
+def test_ecosystem_cluster_mode_from_the_release_env(tmp_path: Path, env_line, mode, instances, cwd):
+    """PM2_NEXTJS_INSTANCES in the release's .env: cluster mode with the current link as cwd (zero-downtime reload)."""
+    release = tmp_path / "releases" / "v1"
+    shutil.copytree(ROOT / "sandbox" / "app" / "lib", release / "lib")
+    for name in ("ecosystem.config.js", "package.json"):
+        shutil.copy(ROOT / "sandbox" / "app" / name, release)
+    if env_line is not None:
+        (release / ".env").write_text(f"NODE_ENV=production\n{env_line}\n")
+    out = subprocess.run(
+        [
+            "node",
+            "-e",
+            "console.log(JSON.stringify(require(process.argv[1]).apps))",
+            str(release / "ecosystem.config.js"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
+    web, hub = json.loads(out)
+    assert (web["name"], web["exec_mode"], web["instances"]) == ("tokotani-nextjs", mode, instances)
+    assert web["cwd"] == str(tmp_path / "current" if cwd == "current" else release)
+    assert (hub["exec_mode"], hub["cwd"]) == ("fork", str(release))
