@@ -81,9 +81,13 @@ sandbox-down: venv
 drill:
 	@SCALE=$(SCALE) scripts/drill.sh
 
-bench: venv
-	@$(ENSURE) postgres zstd
+# bench/run.py: backup and restore beside the plan's pipeline; bench/rollback.py: rollback.yml on the sandbox
+# (brought up at SCALE, left up afterwards like make drill).
+bench: venv image
+	@$(ENSURE) postgres zstd docker
 	$(BIN)/python bench/run.py --scale $(BENCH_SCALE)
+	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)
+	$(BIN)/python bench/rollback.py
 
 clean:
 	rm -rf .collections .pytest_cache .ruff_cache tests/output
