@@ -70,7 +70,9 @@ def test_application_rollback_measures_rto_from_the_broken_release_and_rpo_zero(
     disaster = scenario["disaster"]
     assert disaster["kind"] == "failed_deployment"
     assert "(v2-crash) went live at " in disaster["description"]
-    assert "failed at 'Run the apps of ecosystem.config.js under pm2'" in disaster["description"]
+    assert "failed at 'Run the apps of ecosystem.config.js under pm2" in disaster["description"]
+    assert "crash loop: tokotani-nextjs did not stay online" in disaster["description"]
+    assert "\n" not in disaster["description"] and len(disaster["description"]) < 600
     # RTO: the crashing release going live to the automatic rollback's verified health
     assert abs(scenario["rto"]["measured_seconds"] - (scenario["healthy_at"] - disaster["at"])) < 0.01
     assert scenario["rto"]["objective_seconds"] == 900
