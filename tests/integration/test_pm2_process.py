@@ -382,7 +382,8 @@ def test_reload_in_cluster_mode_with_current_as_cwd_changes_the_code_without_ref
         (result,) = run.results
         assert [a["action"] for a in result["actions"]] == ["reload"], result["actions"]
         assert _cluster_procs(daemon) == before  # the same processes, reloaded, not deleted and started again
-        assert answers[-1] == b"r2" and {urllib.request.urlopen(url, timeout=5).read() for _ in range(6)} == {b"r2"}
+        served = {urllib.request.urlopen(url, timeout=5).read() for attempt in range(6)}
+        assert answers[-1] == b"r2" and served == {b"r2"}
         assert b"r1" in answers  # the loop ran across the reload
         assert failures == [], f"{len(failures)} of {len(failures) + len(answers)} requests failed: {failures[:3]}"
     finally:
