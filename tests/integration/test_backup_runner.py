@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -358,6 +359,8 @@ def test_with_no_backup_here_the_guard_compares_with_the_offsite_copy(runner, pg
         assert first["failed"] is False and first["summary"]["offsite"]["pushed"], first
         shutil.rmtree(runner.backup_dir)  # the server's disk is gone; the offsite copies are not
         pg_cluster.psql("DELETE FROM order_items WHERE id % 2 = 0;", db=db)
+        # backups are named to the second: one started within the first's second would take its name
+        time.sleep(1.1)
         proc = runner.run(config)
         assert proc.returncode == 0, proc.stderr
         second = runner.result(proc)
