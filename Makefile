@@ -20,16 +20,21 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Data scale of the sandbox shop database (tiny, small, medium, large ~ 1 GB).
 SCALE ?= small
 BENCH_SCALE ?= large
+# The sandbox's secrets, as a real inventory keeps them: a vault file (written once by playbooks/secrets_init.yml)
+# and its password, both outside git; the sandbox targets pass the password to ansible-playbook.
+SANDBOX_SECRETS := $(CURDIR)/inventories/sandbox/group_vars/all/secrets.yml
+SANDBOX_VAULT_PASSWORD := $(CURDIR)/.secrets/sandbox.vault-password
+SANDBOX_VAULT := ANSIBLE_VAULT_IDENTITY_LIST=sandbox@$(SANDBOX_VAULT_PASSWORD)
 # molecule scenarios to run (default: all), e.g. make molecule SCENARIOS='db_recovery pm2'
 SCENARIOS ?=
 
-.PHONY: help venv lint sanity unit integration molecule test image sandbox-up sandbox-down drill bench clean
+.PHONY: help venv lint sanity unit integration molecule test image sandbox-secrets sandbox-up sandbox-down drill bench clean
 
 help:
 	@echo "make drill         run the DR drill on the disposable sandbox (prepares everything)"
 	@echo "make test          every test tier: lint sanity unit integration molecule"
 	@echo "make venv | lint | sanity | unit | integration | molecule | image"
-	@echo "make sandbox-up | sandbox-down | bench | clean"
+	@echo "make sandbox-secrets | sandbox-up | sandbox-down | bench | clean"
 
 venv: $(STAMP)
 	@mkdir -p $(dir $(COLLECTION_LINK)) && ln -sfn $(CURDIR) $(COLLECTION_LINK)
@@ -57,7 +62,7 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 integration: venv
-	@$(ENSURE) postgres node zstd docker
+	@$(ENSURE) postgres node zstd docker bind9 hey
 	$(BIN)/pytest -n 2 --dist loadfile tests/integration
 
 molecule: venv image
@@ -70,12 +75,19 @@ image:
 	@$(ENSURE) docker debootstrap
 	@sandbox/image/build.sh
 
-sandbox-up: venv image
-	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)
+# The sandbox's vault, written once; a vault whose password is gone is replaced (the sandbox is disposable).
+sandbox-secrets: venv
+	@if [ -f $(SANDBOX_SECRETS) ] && [ ! -f $(SANDBOX_VAULT_PASSWORD) ]; then \
+	  echo "$(SANDBOX_VAULT_PASSWORD) is gone: writing new sandbox secrets"; rm -f $(SANDBOX_SECRETS); fi
+	@[ -f $(SANDBOX_SECRETS) ] || $(BIN)/ansible-playbook playbooks/secrets_init.yml -e vault_id=sandbox \
+	  -e secrets_file=$(SANDBOX_SECRETS) -e vault_password_file=$(SANDBOX_VAULT_PASSWORD) -e generate_vault_password=true
 
-sandbox-down: venv
+sandbox-up: venv image sandbox-secrets
+	$(SANDBOX_VAULT) $(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)
+
+sandbox-down: venv sandbox-secrets
 	@$(ENSURE) docker
-	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
+	$(SANDBOX_VAULT) $(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=absent
 
 # The DR drill (scripts/drill.sh): the venv, the image, the sandbox, then playbooks/dr_drill.yml and its report.
 drill:
@@ -83,11 +95,11 @@ drill:
 
 # bench/run.py: backup and restore beside the plan's pipeline; bench/rollback.py: rollback.yml on the sandbox
 # (brought up at SCALE, left up afterwards like make drill).
-bench: venv image
+bench: venv image sandbox-secrets
 	@$(ENSURE) postgres zstd docker
 	$(BIN)/python bench/run.py --scale $(BENCH_SCALE)
-	$(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)
-	$(BIN)/python bench/rollback.py
+	$(SANDBOX_VAULT) $(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)
+	$(SANDBOX_VAULT) $(BIN)/python bench/rollback.py
 
 clean:
 	rm -rf .collections .pytest_cache .ruff_cache tests/output

@@ -20,6 +20,10 @@ make --no-print-directory venv
 phase "Docker engine and the sandbox image"
 make --no-print-directory image
 
+phase "Sandbox secrets (the vault inventories/sandbox reads, written once)"
+make --no-print-directory sandbox-secrets
+export ANSIBLE_VAULT_IDENTITY_LIST="sandbox@$PWD/.secrets/sandbox.vault-password"
+
 phase "Sandbox: server and S3 endpoint containers, PostgreSQL, the app, backups, shop data (scale $SCALE)"
 "$BIN/ansible-playbook" playbooks/sandbox.yml -e sandbox_state=present -e "sandbox_scale=$SCALE"
 

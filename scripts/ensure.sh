@@ -7,6 +7,8 @@
 #   scripts/ensure.sh postgres   PostgreSQL 15 server binaries (initdb, pg_ctl, pg_dump, psql)
 #   scripts/ensure.sh node       Node.js >= 18 and npm
 #   scripts/ensure.sh zstd | git | shellcheck
+#   scripts/ensure.sh bind9      BIND 9 (named, named-checkconf, tsig-keygen) and dig/nsupdate
+#   scripts/ensure.sh hey        hey, the HTTP load generator the load-test module is compared with
 #
 # As root on Debian/Ubuntu it installs what is missing with apt-get; otherwise it
 # stops with a message naming exactly what to install.
@@ -95,6 +97,24 @@ ensure_node() {
   apt_install "Node.js and npm" nodejs npm
 }
 
+ensure_bind9() {
+  # The DNS switch tests run their own named (foreground, own config in a temp dir, loopback only);
+  # they never use or reconfigure the package's own named service.
+  if [ -x /usr/sbin/named ] && command -v dig >/dev/null 2>&1 && command -v nsupdate >/dev/null 2>&1 \
+      && [ -x /usr/sbin/named-checkconf ]; then
+    return 0
+  fi
+  apt_install "BIND 9 (named) and its tools (dig, nsupdate)" bind9 bind9-utils bind9-dnsutils
+  [ -x /usr/sbin/named ] || die "named not found in /usr/sbin after installing bind9"
+}
+
+ensure_hey() {
+  # tests/integration/test_http_load_test.py compares tokotani.dr.http_load_test with hey, on loopback only.
+  command -v hey >/dev/null 2>&1 && return 0
+  apt_install "hey (HTTP load generator)" hey
+  command -v hey >/dev/null 2>&1 || die "hey not found on PATH after installing the hey package"
+}
+
 ensure_cmd() {
   # ensure_cmd <command> <package>
   command -v "$1" >/dev/null 2>&1 || apt_install "$1" "$2"
@@ -111,6 +131,8 @@ for what in "$@"; do
     zstd) ensure_cmd zstd zstd ;;
     git) ensure_cmd git git ;;
     shellcheck) ensure_cmd shellcheck shellcheck ;;
+    bind9) ensure_bind9 ;;
+    hey) ensure_hey ;;
     *) die "unknown requirement '$what'" ;;
   esac
 done
