@@ -108,36 +108,55 @@ class KeyRing:
         signed["signature"] = {"algorithm": ALGORITHM, "key_id": self.current.id, "value": _mac(self.current, doc)}
         return signed
 
+    def verdict(self, doc):
+        """What doc's signature is, whatever allow_unsigned says: ``signed`` (by a key given), ``unsigned``
+        (none), ``unknown_format``, ``unknown_key`` (no key given has its key id) or ``forged`` (a key given,
+        and the MAC does not match the content). Documents other than manifests (the deploy record) are
+        checked with this and word their own refusals; ``check`` words those of manifests.
+        """
+        signature = doc.get("signature")
+        if signature is None:
+            return "unsigned"
+        if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
+            return "unknown_format"
+        key = self.find(signature.get("key_id"))
+        if key is None:
+            return "unknown_key"
+        if not hmac.compare_digest(str(signature.get("value")), _mac(key, doc)):
+            return "forged"
+        return "signed"
+
+    def key_ids(self):
+        """'backup_key <id>, <id>...': the ids of the keys given, for messages (never the keys)."""
+        return f"backup_key {self.current.id}" + "".join(f", {k.id}" for k in self.keys[1:])
+
     def check(self, doc, what):
         """(status, problems) of a parsed, schema-checked manifest; what names the backup for messages.
 
         status: ``signed`` (by a key given), ``unsigned`` (accepted with allow_unsigned), ``None``
         when the check refused it (problems say why).
         """
-        signature = doc.get("signature")
-        if signature is None:
+        verdict = self.verdict(doc)
+        if verdict == "signed":
+            return "signed", []
+        if verdict == "unsigned":
             if self.allow_unsigned:
                 return "unsigned", []
             return None, [
                 f"the manifest of {what} is not signed, and a backup key is configured: it was made without "
                 "a key (or by someone else). If you know where it comes from, accept it with allow_unsigned=true"
             ]
-        if not isinstance(signature, dict) or signature.get("algorithm") != ALGORITHM:
+        if verdict == "unknown_format":
             return None, [f"the manifest of {what} carries a signature this tool does not know: refused"]
-        key = self.find(signature.get("key_id"))
-        if key is None:
+        if verdict == "unknown_key":
             return None, [
-                f"the manifest of {what} is signed with key {signature.get('key_id')}, which is none of the keys "
-                f"given (backup_key {self.current.id}"
-                + "".join(f", {k.id}" for k in self.keys[1:])
-                + "): give the key that signed it in backup_previous_keys"
+                f"the manifest of {what} is signed with key {doc['signature'].get('key_id')}, which is none of the "
+                f"keys given ({self.key_ids()}): give the key that signed it in backup_previous_keys"
             ]
-        if not hmac.compare_digest(str(signature.get("value")), _mac(key, doc)):
-            return None, [
-                f"the signature of the manifest of {what} does not match its content: the manifest was changed "
-                "after it was signed (forged or damaged). Do not use this backup: take another one"
-            ]
-        return "signed", []
+        return None, [
+            f"the signature of the manifest of {what} does not match its content: the manifest was changed "
+            "after it was signed (forged or damaged). Do not use this backup: take another one"
+        ]
 
 
 def keyring(params):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from backup_support import VENV_BIN, conn_args, drop_db, load_shop, run_module
+from backup_support import VENV_BIN, conn_args, drop_db, load_shop, module_argv, module_env, run_module
 from botocore.config import Config
 from helpers import LOOPBACK, free_port, http_request, stop_process, wait_for_http
 
@@ -297,6 +297,31 @@ def offsite_many(runs: list[dict], check: bool = False) -> list[dict]:
     for thread in threads:
         thread.join()
     return results
+
+
+def verbose_outputs(module: str, runs: list[tuple[dict, dict]]) -> list[str]:
+    """stdout and stderr of tokotani.dr.<module> at -vvv with the default callback, one per (args, env), run at once:
+    what an operator's terminal or an AWX job log shows, for the tests that no secret is in it."""
+    outputs: list[str] = []
+
+    def run(args: dict, env: dict) -> None:
+        proc = subprocess.run(
+            module_argv(module, args, verbosity=3),
+            capture_output=True,
+            text=True,
+            env=module_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", **env}),
+            timeout=120,
+            check=False,
+        )
+        outputs.append(proc.stdout + proc.stderr)
+
+    threads = [threading.Thread(target=run, args=pair) for pair in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outputs) == len(runs)
+    return outputs
 
 
 def sha256_of(path: Path) -> str:

@@ -8,15 +8,11 @@ Every fault test asserts the operator-facing message AND that nothing was lost o
 from __future__ import annotations
 
 import datetime
-import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 from backup_support import (
     copy_backup,
-    module_argv,
-    module_env,
     run_module,
 )
 from helpers import free_port
@@ -32,6 +28,7 @@ from s3_support import (
     sha256_of,
     shop_backups,
     tree_state,
+    verbose_outputs,
 )
 
 DB = "off_src"
@@ -414,25 +411,7 @@ def test_secrets_never_in_output_even_with_vvv(moto, backups, tmp_path):
             },
         ),
     ]
-
-    def run(args, env):
-        proc = subprocess.run(
-            module_argv("backup_offsite", args, verbosity=3),
-            capture_output=True,
-            text=True,
-            env=module_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", **env}),
-            timeout=120,
-            check=False,
-        )
-        outputs.append(proc.stdout + proc.stderr)
-
-    outputs: list[str] = []
-    threads = [threading.Thread(target=run, args=pair) for pair in runs]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(outputs) == 2
+    outputs = verbose_outputs("backup_offsite", runs)
     for output in outputs:
         assert "secret_key" in output  # the option is shown, its value masked
         assert moto.secret_key not in output
