@@ -75,12 +75,15 @@ image:
 	@$(ENSURE) docker debootstrap
 	@sandbox/image/build.sh
 
-# The sandbox's vault, written once; a vault whose password is gone is replaced (the sandbox is disposable).
+# The sandbox's vault, written once; a vault whose password is gone is replaced (the sandbox is disposable), and
+# one written before a secret was added here (the DNS TSIG key) gets only what it lacks (add_missing).
 sandbox-secrets: venv
 	@if [ -f $(SANDBOX_SECRETS) ] && [ ! -f $(SANDBOX_VAULT_PASSWORD) ]; then \
 	  echo "$(SANDBOX_VAULT_PASSWORD) is gone: writing new sandbox secrets"; rm -f $(SANDBOX_SECRETS); fi
-	@[ -f $(SANDBOX_SECRETS) ] || $(BIN)/ansible-playbook playbooks/secrets_init.yml -e vault_id=sandbox \
-	  -e secrets_file=$(SANDBOX_SECRETS) -e vault_password_file=$(SANDBOX_VAULT_PASSWORD) -e generate_vault_password=true
+	@if [ ! -f $(SANDBOX_SECRETS) ] || ! grep -q '^vault_tokotani_dns_tsig_secret:' $(SANDBOX_SECRETS); then \
+	  $(BIN)/ansible-playbook playbooks/secrets_init.yml -e vault_id=sandbox -e add_missing=true \
+	    -e secrets_file=$(SANDBOX_SECRETS) -e vault_password_file=$(SANDBOX_VAULT_PASSWORD) -e generate_vault_password=true \
+	    -e generate_dns_tsig_secret=true; fi
 
 sandbox-up: venv image sandbox-secrets
 	$(SANDBOX_VAULT) $(BIN)/ansible-playbook playbooks/sandbox.yml -e sandbox_state=present -e sandbox_scale=$(SCALE)

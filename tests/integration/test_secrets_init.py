@@ -5,6 +5,7 @@ Real ansible-playbook and ansible-vault runs on this machine (localhost, local c
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import shutil
 import stat
@@ -26,10 +27,18 @@ SECRET_KEYS = {
 }
 
 
+# Options secrets_init.yml reads from the environment: only what a test gives counts.
+SECRET_ENV = ("TOKOTANI_OFFSITE_ACCESS_KEY", "TOKOTANI_OFFSITE_SECRET_KEY", "TOKOTANI_DNS_TSIG_SECRET")
+TSIG_KEY = "vault_tokotani_dns_tsig_secret"
+
+
 def run(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     environment = module_env(
         {"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json", **(env or {})}
     )
+    for name in (*SECRET_ENV, "ANSIBLE_VAULT_IDENTITY_LIST", "ANSIBLE_VAULT_PASSWORD_FILE"):
+        if name not in (env or {}):
+            environment.pop(name, None)
     return subprocess.run(argv, capture_output=True, text=True, env=environment, cwd=cwd, timeout=300, check=False)
 
 
@@ -86,6 +95,7 @@ def test_writes_an_encrypted_vault_with_every_secret_and_prints_none(inventory: 
     assert {key: len(values[key]) for key in SECRET_KEYS} == SECRET_KEYS
     assert len(set(values.values())) == len(values), "every secret is its own"
     assert "vault_tokotani_offsite_access_key" not in values
+    assert TSIG_KEY not in values, "no TSIG secret unless asked for or given"
 
     out = proc.stdout + proc.stderr
     password = password_file.read_text().strip()
@@ -107,6 +117,7 @@ def test_refuses_to_replace_a_vault_file(tmp_path: Path):
     assert proc.returncode != 0
     assert f"{secrets_file} exists: it holds the secrets the servers run with" in proc.stdout
     assert "Nothing was changed" in proc.stdout
+    assert "-e add_missing=true" in proc.stdout
     assert hashlib.sha256(secrets_file.read_bytes()).hexdigest() == before
 
 
@@ -259,3 +270,157 @@ def test_tokotani_app_keeps_a_secret_rotated_on_the_server_and_names_it(tmp_path
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "The inventory's value is written (tokotani_app_secret_source=inventory)" in proc.stdout
     assert "chosen " + hashlib.sha256(b"FromTheVault0123456789abcdefghijkl").hexdigest() in proc.stdout
+
+
+def tsig_bytes(value: str) -> bytes:
+    return base64.b64decode(value, validate=True)
+
+
+def test_generates_a_tsig_secret_of_32_random_bytes_when_asked_and_prints_it_nowhere(tmp_path: Path):
+    secrets_file, password_file = tmp_path / "secrets.yml", tmp_path / "pw"
+    proc = secrets_init(
+        secrets_file,
+        password_file,
+        "-e",
+        "vault_id=site",
+        "-e",
+        "generate_vault_password=true",
+        "-e",
+        "generate_dns_tsig_secret=true",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    values = view(secrets_file, password_file, "site")
+    assert len(tsig_bytes(values[TSIG_KEY])) == 32
+    assert values[TSIG_KEY] not in proc.stdout + proc.stderr
+    assert TSIG_KEY in proc.stdout, "the summary names it"
+
+    other = tmp_path / "other.yml"
+    proc = secrets_init(other, password_file, "-e", "vault_id=site", "-e", "generate_dns_tsig_secret=true")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert view(other, password_file, "site")[TSIG_KEY] != values[TSIG_KEY], "a new one each time"
+
+
+def test_records_the_tsig_secret_given_in_the_environment_and_refuses_one_that_is_not_base64(tmp_path: Path):
+    given = base64.b64encode(bytes(range(32))).decode()
+    secrets_file, password_file = tmp_path / "secrets.yml", tmp_path / "pw"
+    proc = secrets_init(
+        secrets_file,
+        password_file,
+        "-e",
+        "vault_id=site",
+        "-e",
+        "generate_vault_password=true",
+        "-e",
+        "generate_dns_tsig_secret=true",
+        env={"TOKOTANI_DNS_TSIG_SECRET": given},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert view(secrets_file, password_file, "site")[TSIG_KEY] == given, "the given secret wins over a new one"
+    assert given not in proc.stdout + proc.stderr
+
+    refused = tmp_path / "refused.yml"
+    proc = secrets_init(refused, password_file, "-e", "vault_id=site", env={"TOKOTANI_DNS_TSIG_SECRET": "not base64!"})
+    assert proc.returncode != 0
+    assert "The TSIG secret given (dns_tsig_secret or TOKOTANI_DNS_TSIG_SECRET) is not base64" in proc.stdout
+    assert "not base64!" not in proc.stdout.replace("is not base64", "")
+    assert not refused.exists()
+
+
+def hand_made_value(password_file: Path, vault_id: str, plain: str) -> str:
+    """A value an operator added with ansible-vault encrypt_string, as it reads in the file."""
+    vault = VaultLib([(vault_id, VaultSecret(password_file.read_text().strip().encode()))])
+    cipher = vault.encrypt(plain, secret=VaultSecret(password_file.read_text().strip().encode()), vault_id=vault_id)
+    return "\n".join("          " + line for line in cipher.decode().splitlines())
+
+
+def test_add_missing_appends_only_the_missing_secrets_and_keeps_the_file_byte_for_byte(tmp_path: Path):
+    secrets_file, password_file = tmp_path / "site" / "secrets.yml", tmp_path / "pw"
+    created = secrets_init(secrets_file, password_file, "-e", "vault_id=site", "-e", "generate_vault_password=true")
+    assert created.returncode == 0, created.stdout[-3000:]
+    # an operator's own value and comment, and no newline at the end: kept exactly as they are
+    with secrets_file.open("a") as out:
+        out.write("# added by hand\nvault_tokotani_custom: !vault |\n" + hand_made_value(password_file, "site", "mine"))
+    before = secrets_file.read_bytes()
+    old = view(secrets_file, password_file, "site")
+
+    env = {"TOKOTANI_OFFSITE_ACCESS_KEY": "AKIAADDED", "TOKOTANI_OFFSITE_SECRET_KEY": "added/offsite+secret"}
+    add = ("-e", "vault_id=site", "-e", "add_missing=true", "-e", "generate_dns_tsig_secret=true")
+    proc = secrets_init(secrets_file, password_file, *add, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+    after = secrets_file.read_bytes()
+    assert after[: len(before)] == before, "the existing text, values included, is byte-identical"
+    assert after[len(before) :].startswith(b"\n# Added by playbooks/secrets_init.yml (add_missing) on ")
+    assert mode(secrets_file) == 0o600
+    values = view(secrets_file, password_file, "site")
+    assert {key: values[key] for key in old} == old
+    assert set(values) - set(old) == {
+        TSIG_KEY,
+        "vault_tokotani_offsite_access_key",
+        "vault_tokotani_offsite_secret_key",
+    }
+    assert len(tsig_bytes(values[TSIG_KEY])) == 32
+    assert values["vault_tokotani_offsite_secret_key"] == "added/offsite+secret"
+    out = " ".join(proc.stdout.split())
+    assert f"Added to {secrets_file}: vault_tokotani_dns_tsig_secret, vault_tokotani_offsite_access_key" in out
+    assert "Kept as they were: vault_tokotani_admin_token, vault_tokotani_backup_key" in out
+    assert not [value for value in values.values() if value in proc.stdout + proc.stderr]
+
+    # nothing missing: nothing written
+    proc = secrets_init(secrets_file, password_file, *add, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "has every secret this run would write: nothing was added" in " ".join(proc.stdout.split())
+    assert secrets_file.read_bytes() == after
+
+
+def test_add_missing_refuses_a_password_that_does_not_open_the_file(tmp_path: Path):
+    secrets_file, password_file = tmp_path / "secrets.yml", tmp_path / "pw"
+    assert (
+        secrets_init(
+            secrets_file, password_file, "-e", "vault_id=site", "-e", "generate_vault_password=true"
+        ).returncode
+        == 0
+    )
+    before = secrets_file.read_bytes()
+    add = ("-e", "vault_id=site", "-e", "add_missing=true", "-e", "generate_dns_tsig_secret=true")
+
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password\n")
+    proc = secrets_init(secrets_file, wrong, *add)
+    assert proc.returncode != 0
+    assert f"The vault password in {wrong} does not open the values of {secrets_file}" in " ".join(proc.stdout.split())
+
+    proc = secrets_init(secrets_file, tmp_path / "gone", *add, "-e", "generate_vault_password=true")
+    assert proc.returncode != 0
+    assert f"Adding to {secrets_file} needs the vault password" in " ".join(proc.stdout.split())
+    assert not (tmp_path / "gone").exists(), "no new password for an existing file"
+    assert secrets_file.read_bytes() == before
+
+
+def test_add_missing_writes_a_new_vault_when_there_is_none(tmp_path: Path):
+    secrets_file, password_file = tmp_path / "secrets.yml", tmp_path / "pw"
+    add = ("-e", "vault_id=site", "-e", "add_missing=true", "-e", "generate_dns_tsig_secret=true")
+    proc = secrets_init(secrets_file, password_file, *add, "-e", "generate_vault_password=true")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert f"Wrote {secrets_file}" in proc.stdout
+    assert set(view(secrets_file, password_file, "site")) == {*SECRET_KEYS, TSIG_KEY}
+
+
+def test_the_sandbox_inventory_reads_the_tsig_secret_from_the_vault_and_names_it_when_missing(tmp_path: Path):
+    inventory = tmp_path / "inventories" / "sandbox"
+    shutil.copytree(ROOT / "inventories" / "sandbox", inventory, ignore=shutil.ignore_patterns("secrets.yml"))
+    argv = [str(VENV_BIN / "ansible"), "localhost", "-i", str(inventory), "-m", "ansible.builtin.debug"]
+    show = [*argv, "-a", "msg='tsig={{ tokotani_dns_tsig_secret | length }} {{ tokotani_dns_tsig_key_name }}'"]
+    proc = run(show)
+    assert proc.returncode != 0
+    assert "vault_tokotani_dns_tsig_secret is not in the sandbox vault: make sandbox-secrets adds it" in proc.stdout
+
+    password_file = tmp_path / "pw"
+    secrets_file = inventory / "group_vars" / "all" / "secrets.yml"
+    made = secrets_init(
+        secrets_file, password_file, "-e", "generate_vault_password=true", "-e", "generate_dns_tsig_secret=true"
+    )
+    assert made.returncode == 0, made.stdout[-3000:]
+    proc = run([*show, "--vault-id", f"sandbox@{password_file}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "tsig=44 tokotani-dr-switch" in proc.stdout
