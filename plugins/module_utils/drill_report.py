@@ -146,6 +146,20 @@ PHASE_ADVICE = {
         "reload keeps serving while the processes change"
     ),
     "swap_back": "fix the step that failed after the swap so that the recovery does not have to undo itself",
+    "packages": (
+        "consider a server image with PostgreSQL, Node.js and the backup tools preinstalled (the rebuild then only "
+        "checks them), or a local package mirror"
+    ),
+    "app": (
+        "consider an npm cache or a prebuilt release artefact (npm ci and npm run build dominate), and a shorter "
+        "pm2 min uptime"
+    ),
+    "timers": "arming the timers is a few files and one systemctl call: a slow one points at the connection",
+    "dns": (
+        "consider a shorter TTL on the shop's record before a disaster, and a shorter poll interval "
+        "(dns_switch_wait_interval)"
+    ),
+    "load_test": "consider fewer requests or a shorter duration for the load test (it bounds both)",
     "post_recovery": (
         "consider running the checklist's checks with fewer round trips (one task per check, no fixed sleeps) "
         "or concurrently"
