@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import secrets
 import shutil
@@ -26,10 +25,10 @@ from pathlib import Path
 
 import boto3
 import pytest
+from backup_support import VENV_BIN, module_env
 from botocore.config import Config
 from helpers import LOOPBACK, ROOT, free_port, stop_process, tail
 
-VENV_BIN = ROOT / ".venv" / "bin"
 NAMED = Path("/usr/sbin/named")
 ZONE = "shop.test"
 KEY_NAME = "tokotani-dr-switch"
@@ -398,20 +397,14 @@ def run_role(
     ]
     playbook = workdir / f"play-{stamp}.yml"
     playbook.write_text(json.dumps(play))
-    run_env = dict(os.environ)
-    run_env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{run_env.get('PATH', '/usr/bin:/bin')}",
-        ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"),
-        ANSIBLE_COLLECTIONS_PATH=str(ROOT / ".collections"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_DEPRECATION_WARNINGS="0",
-        ANSIBLE_LOCALHOST_WARNING="0",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="0",
-        # nothing of the machine's own AWS set-up: only what the test gives
-        AWS_CONFIG_FILE=str(workdir / "no-aws-config"),
-        AWS_SHARED_CREDENTIALS_FILE=str(workdir / "no-aws-credentials"),
+    run_env = module_env(
+        {
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default",
+            "ANSIBLE_FORCE_COLOR": "0",
+            # nothing of the machine's own AWS set-up: only what the test gives
+            "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials"),
+        }
     )
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_URL"):
         run_env.pop(name, None)
