@@ -17,7 +17,8 @@ that lists as a complete backup. Data objects without a manifest are listed as i
 A pull downloads into ``<backup_dir>/<data>.partial``, verifies the sha256 against the manifest
 (every file and the listing digest for a directory backup), writes the manifest atomically, and
 renames the data into place last - the same commit order as ``postgresql_backup``. Any failure
-removes the ``.partial``: a pull that does not verify leaves nothing behind.
+removes the ``.partial``: a pull that does not verify leaves nothing behind. With ``backup=latest`` and
+``fallback``, a copy that is damaged or gone (FALLBACK_KINDS) is passed over and the previous valid one tried.
 
 With a backup key (``backup_key``) and ``client_encryption`` (the default), every data object is
 encrypted on this host as it is read for the upload (offsite_crypto: AES-256-GCM in 1 MiB chunks,
@@ -86,6 +87,9 @@ DEFAULT_CONCURRENCY = 8
 MAX_MANIFEST_BYTES = 64 * MIB
 DELETE_BATCH = 1000
 PULL_LOCK_KEY = "offsite-pull"
+# The kinds of pull failure that mean "this offsite copy is bad" (changed, damaged, truncated or gone), not the
+# endpoint, the credentials, the key, the archive tier or this host: what a pull of latest with fallback passes over.
+FALLBACK_KINDS = frozenset(("checksum_mismatch", "not_authentic", "object_missing"))
 
 SHA256_META = "sha256"
 CHECKSUM_ALGORITHMS = ("CRC32", "CRC32C", "SHA256", "none")
@@ -563,6 +567,32 @@ def select_entry(entries, backup="latest", before=None, database=None, accept_su
         if not entry["valid"] or entry.get("suspicious"):
             skipped.append(entry)
     return chosen, skipped
+
+
+def fallback_candidates(entries, chosen, count, *, before=None, database=None, accept_suspicious=False):
+    """Up to count entries older than chosen that a pull of latest falls back to, newest first.
+
+    Each is the one select_entry would pick were the ones before it gone: valid, of database, started strictly
+    before before, not suspicious unless accept_suspicious. Returns [(entry, skipped)] where skipped lists the
+    entries passed over between the previous one and it (invalid, or suspicious), as select_entry does.
+    """
+    found = []
+    rest = entries
+    current = chosen
+    while current is not None and len(found) < count:
+        rest = _after(rest, current)
+        current, skipped = select_entry(rest, "latest", before, database, accept_suspicious)
+        if current is not None:
+            found.append((current, skipped))
+    return found
+
+
+def _after(entries, entry):
+    """The entries after entry (the same object) in entries; [] when it is not there."""
+    for index, item in enumerate(entries):
+        if item is entry:
+            return entries[index + 1 :]
+    return []
 
 
 def retention_plan(entries, database, now, keep_days, keep_min):
@@ -1295,23 +1325,54 @@ def _key_ids(ciphers):
 
 
 def pull(opts, check_mode=False, store=None):
-    """Pull one backup into backup_dir: download to .partial, verify sha256, commit with renames."""
+    """Pull one backup into backup_dir: download to .partial, verify sha256, commit with renames.
+
+    With backup=latest and fallback N, a copy that turns out damaged or gone (FALLBACK_KINDS) is passed over,
+    nothing of it kept, and the next older candidate latest would consider is tried, up to N of them.
+    """
     directory = opts.get("backup_dir")
     if not directory:
         raise OffsiteError("invalid", "pull needs backup_dir, the local directory to pull into")
+    fallback = int(opts.get("fallback") or 0)
+    if fallback < 0:
+        raise OffsiteError("invalid", f"fallback must be 0 or more (got {fallback})")
+    wanted = opts.get("backup") or "latest"
+    if wanted != "latest":
+        fallback = 0  # a named backup never falls back
     before = catalog.parse_timestamp(opts["before"]) if opts.get("before") else None
     store = store or Store(opts)
     store.check_bucket()
     entries, _incomplete, _objects = store.catalog()
-    wanted = opts.get("backup") or "latest"
-    entry, skipped = select_entry(entries, wanted, before, opts.get("database"), opts.get("accept_suspicious"))
-    warnings = [
-        catalog.suspicious_warning(e)
-        if e["valid"]
-        else f"the newer offsite backup {e['name']} is not valid ({'; '.join(e['problems'])}): skipped"
-        for e in skipped
-    ]
+    database, accept = opts.get("database"), opts.get("accept_suspicious")
+    entry, skipped = select_entry(entries, wanted, before, database, accept)
     _check_selection(store, entry, wanted, before, opts, skipped=skipped)
+    older = fallback_candidates(entries, entry, fallback, before=before, database=database, accept_suspicious=accept)
+    attempts = [(entry, skipped), *older]
+    result = None
+    passed = []  # (entry, OffsiteError) of each candidate passed over, in the order tried
+    for candidate, _passed_by in attempts:
+        try:
+            result = _pull_entry(store, opts, candidate, directory, check_mode)
+            break
+        except OffsiteError as err:
+            if not fallback or err.kind not in FALLBACK_KINDS:
+                if passed:
+                    raise _failed_while_falling_back(err, passed) from err
+                raise
+            passed.append((candidate, err))
+    if result is None:
+        raise _none_verified(passed, fallback, database) from passed[-1][1]
+    warnings = _skip_warnings(skipped)
+    for index, (bad, err) in enumerate(passed):
+        last = index == len(passed) - 1
+        warnings.append(_passed_over_warning(bad, err, attempts[index + 1][0], result["status"] if last else None))
+        warnings.extend(_skip_warnings(attempts[index + 1][1]))
+    result.update(warnings=warnings, passed_over=[_passed_over_item(bad, err) for bad, err in passed])
+    return result
+
+
+def _pull_entry(store, opts, entry, directory, check_mode):
+    """Pull the backup of one catalog entry into directory (or say what would be done): the result of pull."""
     doc = entry["manifest"]
     manifest_key, data_key, files = key_layout(store.prefix, doc)
     path = os.path.join(directory, doc["data"])
@@ -1337,7 +1398,6 @@ def pull(opts, check_mode=False, store=None):
         "status": None,
         "duration": None,
         "throughput_mb_s": None,
-        "warnings": warnings,
     }
     if os.path.lexists(path) or os.path.lexists(manifest_path):
         local = _local_copy(directory, doc, store.keys)
@@ -1394,6 +1454,63 @@ def pull(opts, check_mode=False, store=None):
         throughput_mb_s=round(doc["size"] / 1e6 / duration, 1) if duration > 0 else None,
     )
     return result
+
+
+def _skip_warnings(skipped):
+    """What an operator reads about the newer entries latest passed over (invalid, or suspicious)."""
+    return [
+        catalog.suspicious_warning(e)
+        if e["valid"]
+        else f"the newer offsite backup {e['name']} is not valid ({'; '.join(e['problems'])}): skipped"
+        for e in skipped
+    ]
+
+
+# How a warning about a backup passed over ends: what became of the next one tried (None: it failed too).
+FALLBACK_OUTCOMES = {
+    None: "tried the previous valid one, {name}",
+    "pulled": "pulled the previous valid one, {name}",
+    "would_pull": "would pull the previous valid one, {name}",
+    "already_local": "the previous valid one, {name}, is already in backup_dir",
+}
+
+
+def _passed_over_warning(bad, err, tried, outcome):
+    return (
+        f"the offsite backup {bad['name']} did not verify on download ({err.msg}): nothing of it was kept; "
+        + FALLBACK_OUTCOMES[outcome].format(name=tried["name"])
+    )
+
+
+def _passed_over_item(entry, err):
+    return {"name": entry["name"], "error": err.kind, "msg": err.msg}
+
+
+def _reasons(passed):
+    return "; ".join(f"{entry['name']}: {err.msg}" for entry, err in passed)
+
+
+def _none_verified(passed, fallback, database):
+    """The error of a pull of latest whose every candidate failed (kind: the last one's)."""
+    what = database or ", ".join(sorted({entry["database"] for entry, _err in passed if entry["database"]}))
+    what = f" of {what}" if what else ""
+    ran_out = "" if len(passed) > fallback else ": no older valid backup left to try"
+    return OffsiteError(
+        passed[-1][1].kind,
+        f"no offsite backup{what} verified on download ({len(passed)} tried, fallback={fallback}{ran_out}): "
+        f"{_reasons(passed)}; nothing was kept",
+        passed_over=[_passed_over_item(entry, err) for entry, err in passed],
+    )
+
+
+def _failed_while_falling_back(err, passed):
+    """err (not a damaged copy: the endpoint, the key, this host) met by a fallback, with what was passed over."""
+    return OffsiteError(
+        err.kind,
+        f"{err.msg} (while falling back from the offsite backups that did not verify on download - "
+        f"{_reasons(passed)}; nothing of them was kept)",
+        **dict(err.details, passed_over=[_passed_over_item(entry, e) for entry, e in passed]),
+    )
 
 
 def _check_selection(store, entry, wanted, before, opts, *, skipped=()):

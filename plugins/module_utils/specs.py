@@ -381,6 +381,7 @@ def offsite_argument_spec():
         backup_dir={"type": "path"},
         backup={"type": "str", "default": "latest"},
         before={"type": "str", "aliases": ["latest_before"]},
+        fallback={"type": "int", "default": 0},
         **suspicious_argument_spec(),
         database={"type": "str", "aliases": ["db"]},
         keep_days={"type": "int", "default": 14},
@@ -422,6 +423,11 @@ def offsite_constraints(params, *, retention=False):
             raise SpecError(f"{name}: {err}") from None
     if params["concurrency"] < 1:
         raise SpecError("concurrency must be at least 1")
+    if (params.get("fallback") or 0) < 0:
+        raise SpecError(
+            f"fallback must be 0 or more (got {params['fallback']}): how many older offsite backups a pull of "
+            "latest may try when the newest does not verify"
+        )
     if retention and (params["keep_days"] < 0 or params["keep_min"] < 1):
         raise SpecError("keep_days must not be negative and keep_min must be at least 1")
     return params

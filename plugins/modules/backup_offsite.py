@@ -27,6 +27,8 @@ description:
     (O(before)) - into C(<backup_dir>/<name>.partial), verifies its sha256 against the manifest, writes the
     manifest and renames the data into place. A pull that does not verify, or fails in any way, leaves nothing
     behind. A backup already in O(backup_dir) with the same sha256 is not downloaded again.
+  - With O(backup=latest) and O(fallback), a pull whose chosen copy turns out damaged on download (same size, other
+    bytes) or gone falls back to the previous valid backup, and says so (RV(passed_over) and a warning).
   - O(mode=list) reports what is offsite, with the validity of each backup (manifest readable, every data object
     there with the manifest's size), the newest one, and data left by interrupted pushes. It never changes anything.
   - O(mode=prune) removes offsite copies by the same retention rules as local backups (O(keep_days), O(keep_min)),
@@ -80,6 +82,25 @@ options:
       - ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name, or epoch seconds.
     type: str
     aliases: [latest_before]
+  fallback:
+    description:
+      - O(mode=pull) with O(backup=latest) - when the backup chosen does not verify on download, try up to this many
+        older ones, newest first, and pull the first that verifies. For disaster recovery, where the newest offsite
+        copy may have been damaged or tampered with in a way the listing cannot see (same size, other bytes).
+      - A copy is passed over only when it is bad itself - its sha256 does not match the manifest
+        (V(checksum_mismatch)), an encrypted object does not authenticate (V(not_authentic)), or an object is gone
+        (V(object_missing)). Nothing of it is kept; it is listed in RV(passed_over) and in a warning. Any other
+        failure (endpoint, credentials, a missing key, local disk) fails the pull as without O(fallback).
+      - The candidates are those V(latest) considers - valid, of O(database), started before O(before) when set,
+        not suspicious unless O(accept_suspicious).
+      - Each backup passed over makes the restore point older (the RPO grows) - check RV(name) and RV(passed_over)
+        before restoring.
+      - When every backup tried fails, the pull fails with the last one's RV(error), naming each backup tried and why.
+      - V(0) (the default) never falls back. Ignored when O(backup) names a backup - a named backup never falls
+        back. In check mode, only what is checked before a download (the data's metadata, the encryption headers)
+        can pass a backup over.
+    type: int
+    default: 0
   database:
     description:
       - Only consider backups of this database (from their manifests).
@@ -256,6 +277,23 @@ EXAMPLES = r"""
     ca_bundle: /etc/ssl/certs/tokotani-dr-ca.pem
     access_key: "{{ vault_s3_access_key }}"
     secret_key: "{{ vault_s3_secret_key }}"
+
+# Disaster recovery: the newest offsite copy may have been damaged or tampered with; fall back to older ones.
+- name: Pull the newest offsite backup that verifies, trying up to 2 older ones
+  tokotani.dr.backup_offsite:
+    mode: pull
+    backup: latest
+    fallback: 2
+    backup_dir: /srv/tokotani/backups
+    database: tokotani
+    bucket: tokotani-dr
+    prefix: prod/tokotani
+  register: pulled
+
+- name: Say how much older the restore point is
+  ansible.builtin.debug:
+    msg: "passed over {{ pulled.passed_over | map(attribute='name') | join(', ') }}; restoring {{ pulled.name }}"
+  when: pulled.passed_over | length > 0
 """
 
 RETURN = r"""
@@ -428,6 +466,26 @@ status:
   returned: when O(mode=pull)
   type: str
   sample: pulled
+passed_over:
+  description:
+    - O(mode=pull) - the backups tried before the one pulled that did not verify (with O(fallback)), newest first;
+      empty when none was passed over. Nothing of them was kept.
+    - A pull with O(fallback) that fails also returns the backups it tried, each with why.
+  returned: when O(mode=pull)
+  type: list
+  elements: dict
+  contains:
+    name:
+      description: The backup's name.
+      type: str
+      sample: backup_2026-01-05_02-00-00
+    error:
+      description: Why - V(checksum_mismatch), V(not_authentic) or V(object_missing) (see RV(error)).
+      type: str
+      sample: checksum_mismatch
+    msg:
+      description: The message of that failure.
+      type: str
 path:
   description: The pulled backup's data (file or directory), ready for M(tokotani.dr.postgresql_restore).
   returned: when O(mode=pull)

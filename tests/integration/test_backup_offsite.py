@@ -416,3 +416,135 @@ def test_secrets_never_in_output_even_with_vvv(moto, backups, tmp_path):
         assert "secret_key" in output  # the option is shown, its value masked
         assert moto.secret_key not in output
         assert token not in output
+
+
+# --------------------------------------------------------------------------- pull latest with fallback
+
+
+def three_offsite(moto, backups, tmp_path, prefix: str, **extra) -> tuple[dict, list[dict]]:
+    """Three copies of the plain backup, an hour apart (distinct names), pushed under prefix: (conn, manifests
+    newest first)."""
+    local = tmp_path / "three"
+    local.mkdir(mode=0o700)
+    stems = []
+    for hours in (3, 2, 1):
+        when = NOW - datetime.timedelta(hours=hours)
+        stem = when.strftime("backup_%Y-%m-%d_%H-%M-%S")
+        copy_backup(backups["dir"], backups["plain"], local, stem, when.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        stems.append(stem)
+    conn = moto.args(moto.bucket(), prefix=prefix, **extra)
+    pushed = offsite({**conn, "mode": "push", "backup_dir": str(local), "backup": "all"})
+    assert sorted(pushed["pushed"]) == sorted(stems), pushed
+    return conn, [manifest_of(local, stem) for stem in reversed(stems)]
+
+
+def damage(moto, conn: dict, doc: dict, keep_metadata: bool = False) -> str:
+    """Overwrite a backup's data object with as many different bytes (the listing cannot tell); returns its key."""
+    key = f"{conn['prefix']}/{doc['data']}"
+    s3 = moto.client()
+    obj = s3.get_object(Bucket=conn["bucket"], Key=key)
+    body = bytearray(obj["Body"].read())
+    body[len(body) // 2] ^= 0x01
+    s3.put_object(Bucket=conn["bucket"], Key=key, Body=bytes(body), Metadata=obj["Metadata"] if keep_metadata else {})
+    return key
+
+
+def test_pull_latest_with_fallback_passes_over_a_damaged_newest_copy(moto, backups, tmp_path):
+    conn, (newest, second, _oldest) = three_offsite(moto, backups, tmp_path, "fallback")
+    key = damage(moto, conn, newest)
+    dest = tmp_path / "dest"
+
+    pulled = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "database": DB, "fallback": 2})
+    assert not pulled.get("failed") and pulled["status"] == "pulled" and pulled["verified"], pulled
+    assert pulled["name"] == second["name"]
+    assert sha256_of(Path(pulled["path"])) == second["sha256"]
+    [passed] = pulled["passed_over"]
+    assert (passed["name"], passed["error"]) == (newest["name"], "checksum_mismatch"), passed
+    assert passed["msg"].startswith(f"checksum mismatch after pulling s3://{conn['bucket']}/{key}: sha256 ")
+    assert f"the manifest says {newest['sha256']}; nothing was kept" in passed["msg"]
+    warning = (
+        f"the offsite backup {newest['name']} did not verify on download ({passed['msg']}): nothing of it was kept; "
+        f"pulled the previous valid one, {second['name']}"
+    )
+    assert warning in pulled["warnings"], pulled["warnings"]
+    # Nothing of the damaged copy: no .partial, no manifest; only the one pulled.
+    assert backup_files(dest) == sorted([second["data"], f"{second['name']}.manifest.json"])
+
+    # Pulled again: the previous one is already local, the damaged newest still passed over.
+    again = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "database": DB, "fallback": 2})
+    assert not again["changed"] and again["status"] == "already_local", again
+    assert [p["name"] for p in again["passed_over"]] == [newest["name"]]
+    assert f"the previous valid one, {second['name']}, is already in backup_dir" in again["warnings"][0]
+
+    # Check mode checks only what a download is not needed for: this damage (no metadata) it cannot see.
+    would = offsite({**conn, "mode": "pull", "backup_dir": str(tmp_path / "never"), "fallback": 2}, check=True)
+    assert would["status"] == "would_pull" and would["name"] == newest["name"] and would["passed_over"] == [], would
+    assert not (tmp_path / "never").exists()
+
+
+def test_without_fallback_or_with_a_named_backup_a_damaged_copy_fails_the_pull(moto, backups, tmp_path):
+    conn, (newest, _second, _oldest) = three_offsite(moto, backups, tmp_path, "nofallback")
+    damage(moto, conn, newest)
+    dest = tmp_path / "dest"
+    for extra in ({}, {"fallback": 0}, {"backup": newest["name"], "fallback": 2}):
+        result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), **extra})
+        failed_with(result, "checksum_mismatch", "checksum mismatch after pulling", newest["data"], "nothing was kept")
+        assert not result["msg"].startswith("no offsite backup"), result["msg"]
+        assert "passed_over" not in result, result
+        assert backup_files(dest) == []
+
+
+def test_check_mode_falls_back_past_metadata_that_contradicts_the_manifest(moto, backups, tmp_path):
+    conn, (newest, second, _oldest) = three_offsite(moto, backups, tmp_path, "checkfallback")
+    key = f"{conn['prefix']}/{newest['data']}"
+    s3 = moto.client()
+    body = s3.get_object(Bucket=conn["bucket"], Key=key)["Body"].read()
+    s3.put_object(Bucket=conn["bucket"], Key=key, Body=body, Metadata={"sha256": "0" * 64})
+    dest = tmp_path / "dest"
+    would = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "fallback": 1}, check=True)
+    assert would["status"] == "would_pull" and would["name"] == second["name"], would
+    assert [(p["name"], p["error"]) for p in would["passed_over"]] == [(newest["name"], "checksum_mismatch")]
+    assert "nothing was downloaded" in would["passed_over"][0]["msg"]
+    assert any(w.endswith(f"would pull the previous valid one, {second['name']}") for w in would["warnings"]), would
+    assert not dest.exists()
+
+
+def test_every_candidate_damaged_fails_naming_each_backup_tried(moto, backups, tmp_path):
+    conn, docs = three_offsite(moto, backups, tmp_path, "alldamaged")
+    for doc in docs:
+        damage(moto, conn, doc)
+    dest = tmp_path / "dest"
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "database": DB, "fallback": 5})
+    failed_with(result, "checksum_mismatch")
+    assert result["msg"].startswith(
+        f"no offsite backup of {DB} verified on download (3 tried, fallback=5: no older valid backup left to try): "
+        f"{docs[0]['name']}: checksum mismatch after pulling "
+    ), result["msg"]
+    assert result["msg"].endswith("; nothing was kept"), result["msg"]
+    for doc in docs:
+        assert (
+            f"{doc['name']}: checksum mismatch after pulling s3://{conn['bucket']}/alldamaged/{doc['data']}"
+            in (result["msg"])
+        )
+    assert [(p["name"], p["error"]) for p in result["passed_over"]] == [
+        (doc["name"], "checksum_mismatch") for doc in docs
+    ]
+    assert backup_files(dest) == []
+
+    # fallback=1: two tried, and the message says fallback is what stopped it.
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "fallback": 1})
+    failed_with(result, "checksum_mismatch", f"no offsite backup of {DB} verified on download (2 tried, fallback=1): ")
+    assert docs[2]["name"] not in result["msg"]
+    assert backup_files(dest) == []
+
+
+def test_a_negative_fallback_is_refused(moto, tmp_path):
+    result = offsite(
+        {**moto.args("tt-never-asked"), "mode": "pull", "backup_dir": str(tmp_path / "dest"), "fallback": -1}
+    )
+    assert result.get("failed"), result
+    assert result["msg"] == (
+        "fallback must be 0 or more (got -1): how many older offsite backups a pull of latest may try when the "
+        "newest does not verify"
+    )
+    assert not (tmp_path / "dest").exists()

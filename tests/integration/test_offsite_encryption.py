@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from backup_support import ROOT, run_module
+from backup_support import ROOT, copy_backup, run_module
 from s3_support import (
     big_backup,
     manifest_of,
@@ -423,3 +423,44 @@ def test_without_python3_cryptography_an_encrypted_push_or_pull_says_what_to_ins
     dest = tmp_path / "dest"
     refused("pull", {**conn, "backup_dir": str(dest)}, "invalid", "python3-cryptography is needed to decrypt")
     nothing_pulled(dest)
+
+
+def test_pull_latest_with_fallback_passes_over_an_encrypted_copy_that_does_not_authenticate(moto, backups, tmp_path):
+    """Through the module: the newest of three encrypted copies has one byte changed (same size, its metadata kept)."""
+    local = tmp_path / "three"
+    local.mkdir(mode=0o700)
+    stems = [f"backup_2026-01-0{day}_02-00-00" for day in (4, 5, 6)]
+    for stem in stems:
+        copy_backup(backups["dir"], backups["plain"], local, stem, f"{stem[7:17]}T02:00:00Z")
+    newest, second = (manifest_of(local, stem) for stem in (stems[2], stems[1]))
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="fallback", backup_key=KEY, allow_unsigned=True)
+    pushed = offsite({**conn, "mode": "push", "backup_dir": str(local), "backup": "all"})
+    assert sorted(pushed["pushed"]) == stems, pushed
+    key = f"fallback/{newest['data']}"
+    offset = crypto.HEADER_SIZE + 100
+    rewrite(moto, bucket, key, lambda b: b[:offset] + bytes([b[offset] ^ 0x01]) + b[offset + 1 :])
+    dest = tmp_path / "dest"
+
+    pulled = offsite({**conn, "mode": "pull", "backup_dir": str(dest), "database": DB, "fallback": 2})
+    assert not pulled.get("failed") and pulled["status"] == "pulled" and pulled["verified"], pulled
+    assert (pulled["name"], pulled["encrypted"], pulled["key_id"]) == (second["name"], True, KEY_ID), pulled
+    assert sha256_of(dest / second["data"]) == second["sha256"]
+    [passed] = pulled["passed_over"]
+    assert (passed["name"], passed["error"]) == (newest["name"], "not_authentic"), passed
+    assert passed["msg"].startswith(f"s3://{bucket}/{key} does not authenticate: chunk 1 of 1"), passed["msg"]
+    warning = (
+        f"the offsite backup {newest['name']} did not verify on download ({passed['msg']}): nothing of it was kept; "
+        f"pulled the previous valid one, {second['name']}"
+    )
+    assert warning in pulled["warnings"], pulled["warnings"]
+    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".tokotani-backup.")) == sorted(
+        [second["data"], f"{second['name']}.manifest.json"]
+    )
+
+    # Without fallback: the same failure as ever, nothing kept.
+    again = tmp_path / "again"
+    result = offsite({**conn, "mode": "pull", "backup_dir": str(again)})
+    assert result.get("failed") and result["error"] == "not_authentic", result
+    assert result["msg"] == passed["msg"]
+    nothing_pulled(again)

@@ -352,6 +352,13 @@ def test_the_verify_job_checks_the_offsite_options_as_the_module_does(offsite, m
         verify_job.resolve_config(config, environ={})
 
 
+def test_the_verify_job_never_falls_back_past_a_damaged_newest_offsite_copy():
+    base = {"source": "offsite", "restore": {"source_database": "tokotani", "backup_dir": "/b"}}
+    assert verify_job.resolve_config(dict(base, offsite={"bucket": "b"}), environ={})["offsite"]["fallback"] == 0
+    with pytest.raises(specs.SpecError, match="offsite: fallback cannot be set here: the verification job sets them"):
+        verify_job.resolve_config(dict(base, offsite={"bucket": "b", "fallback": 3}), environ={})
+
+
 # --------------------------------------------------------------------------- what runs on the host
 
 CLOSURE = """

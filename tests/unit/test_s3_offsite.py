@@ -232,6 +232,37 @@ def test_a_pull_of_latest_passes_over_a_suspicious_offsite_backup():
     assert s3.select_entry(entries, docs[1]["name"])[0]["name"] == docs[1]["name"]
 
 
+def test_fallback_candidates_are_what_latest_would_consider_newest_first():
+    docs = [manifest(f"backup_2026-01-{day:02d}_02-00-00") for day in (10, 11, 12, 13, 14, 15)]
+    docs[3]["suspicious"] = {"compared_with": docs[2]["name"], "reason": "public.orders is gone", "tables": []}
+    docs[2]["database"] = "crm"
+    objects, fetched = listing("", docs, sizes={"backup_2026-01-14_02-00-00.sql.gz": 1})
+    entries, _incomplete = s3.build_entries(objects, "", fetched)
+    chosen, _skipped = s3.select_entry(entries, database="shop")
+    assert chosen["name"] == "backup_2026-01-15_02-00-00"
+
+    def names(found):
+        return [(e["name"][7:17], [s["name"][7:17] for s in skipped]) for e, skipped in found]
+
+    # 14 is invalid and 13 suspicious (both passed over on the way to 11, as latest passes them), 12 is crm's.
+    found = s3.fallback_candidates(entries, chosen, 5, database="shop")
+    assert names(found) == [("2026-01-11", ["2026-01-14", "2026-01-13"]), ("2026-01-10", [])]
+    assert names(s3.fallback_candidates(entries, chosen, 1, database="shop")) == [names(found)[0]]
+    assert s3.fallback_candidates(entries, chosen, 0, database="shop") == []
+    accepting = s3.fallback_candidates(entries, chosen, 2, database="shop", accept_suspicious=True)
+    assert names(accepting) == [("2026-01-13", ["2026-01-14"]), ("2026-01-11", [])]
+    assert names(s3.fallback_candidates(entries, chosen, 2))[0] == ("2026-01-12", ["2026-01-14", "2026-01-13"])
+    # started strictly before before, like latest: from 12 (the newest before 13 of every database) to 11 and 10
+    before = datetime.datetime(2026, 1, 13, 2, 0, 0, tzinfo=UTC)
+    chosen = s3.select_entry(entries, before=before)[0]
+    assert chosen["name"] == "backup_2026-01-12_02-00-00"
+    assert names(s3.fallback_candidates(entries, chosen, 3, before=before)) == [
+        ("2026-01-11", []),
+        ("2026-01-10", []),
+    ]
+    assert s3.fallback_candidates(entries, entries[-1], 3) == []
+
+
 # --------------------------------------------------------------------------- errors and retries
 
 
@@ -392,3 +423,136 @@ def test_prune_deletes_the_manifest_first_and_old_incomplete_data_only_for_all_d
         "backup_2026-01-02_02-00-00.dir/toc.dat",
     ]
     assert done["deleted_objects"] == 6 and done["freed_bytes"] == 200
+
+
+class PullStore(FakeStore):
+    """Enough of s3_offsite.Store for a pull in check mode: the listing, and each data object's head.
+
+    heads maps a data key to its metadata sha256, or to an OffsiteError the head raises; the keys in gone are
+    listed but their head finds nothing (deleted since the listing).
+    """
+
+    bucket = "tokotani-dr"
+    prefix = ""
+    keys = None
+
+    def __init__(self, docs, heads=None, gone=()):
+        objects, fetched = listing("", docs)
+        super().__init__(objects, fetched)
+        self.heads = heads or {}
+        self.gone = set(gone)
+        self.asked = []
+
+    def head(self, key):
+        self.asked.append(key)
+        if key in self.gone:
+            return None
+        meta = self.heads.get(key, SHA)
+        if isinstance(meta, s3.OffsiteError):
+            raise meta
+        return {"Metadata": {"sha256": meta}}
+
+
+FOUR = [manifest(f"backup_2026-01-{day:02d}_02-00-00") for day in (10, 11, 12, 13)]
+
+
+def pull_check(store, tmp_path, **opts):
+    opts = {"backup_dir": str(tmp_path / "dest"), "bucket": "tokotani-dr", **opts}
+    return s3.pull(opts, check_mode=True, store=store)
+
+
+def test_check_mode_pull_falls_back_past_copies_whose_metadata_contradicts_the_manifest(tmp_path):
+    store = PullStore(FOUR, heads={"backup_2026-01-13_02-00-00.sql.gz": "0" * 64})
+    result = pull_check(store, tmp_path, fallback=2)
+    assert (result["status"], result["name"]) == ("would_pull", "backup_2026-01-12_02-00-00")
+    assert result["passed_over"] == [
+        {
+            "name": "backup_2026-01-13_02-00-00",
+            "error": "checksum_mismatch",
+            "msg": f"checksum mismatch: s3://tokotani-dr/backup_2026-01-13_02-00-00.sql.gz carries sha256 {'0' * 64} "
+            f"in its metadata, the manifest says {SHA}: the offsite copy was replaced or damaged; nothing was "
+            "downloaded",
+        }
+    ]
+    assert result["warnings"] == [
+        "the offsite backup backup_2026-01-13_02-00-00 did not verify on download "
+        f"({result['passed_over'][0]['msg']}): nothing of it was kept; would pull the previous valid one, "
+        "backup_2026-01-12_02-00-00"
+    ]
+    assert not (tmp_path / "dest").exists()
+    # Without fallback (the default), or with a named backup, the error is the one it always was.
+    for opts in ({}, {"fallback": 0}, {"backup": "backup_2026-01-13_02-00-00", "fallback": 2}):
+        with pytest.raises(s3.OffsiteError) as err:
+            pull_check(store, tmp_path, **opts)
+        assert err.value.kind == "checksum_mismatch"
+        assert err.value.msg == result["passed_over"][0]["msg"] and "passed_over" not in err.value.details
+
+
+def test_a_pull_with_fallback_that_passes_nothing_over_says_so(tmp_path):
+    result = pull_check(PullStore(FOUR), tmp_path, fallback=3)
+    assert result["name"] == "backup_2026-01-13_02-00-00" and result["passed_over"] == [] and result["warnings"] == []
+
+
+def test_every_candidate_failing_names_each_one_and_whether_candidates_ran_out(tmp_path):
+    bad = {f"{doc['name']}.sql.gz": "0" * 64 for doc in FOUR}
+    missing = s3.OffsiteError("object_missing", "s3://tokotani-dr/backup_2026-01-11_02-00-00.sql.gz does not exist")
+    bad["backup_2026-01-11_02-00-00.sql.gz"] = missing
+    with pytest.raises(s3.OffsiteError) as err:
+        pull_check(PullStore(FOUR, heads=bad), tmp_path, fallback=2, database="shop")
+    assert err.value.kind == "object_missing"  # the last one's
+    assert err.value.msg.startswith("no offsite backup of shop verified on download (3 tried, fallback=2): ")
+    assert err.value.msg.endswith("backup_2026-01-11_02-00-00: " + missing.msg + "; nothing was kept")
+    assert [(p["name"], p["error"]) for p in err.value.details["passed_over"]] == [
+        ("backup_2026-01-13_02-00-00", "checksum_mismatch"),
+        ("backup_2026-01-12_02-00-00", "checksum_mismatch"),
+        ("backup_2026-01-11_02-00-00", "object_missing"),
+    ]
+    for name in ("backup_2026-01-13_02-00-00: checksum mismatch", "backup_2026-01-12_02-00-00: checksum mismatch"):
+        assert name in err.value.msg
+
+    with pytest.raises(s3.OffsiteError) as err:
+        pull_check(PullStore(FOUR, heads=bad), tmp_path, fallback=9)
+    assert err.value.kind == "checksum_mismatch"
+    assert err.value.msg.startswith(
+        "no offsite backup of shop verified on download (4 tried, fallback=9: no older valid backup left to try): "
+    )
+
+
+def test_only_a_damaged_or_missing_copy_is_passed_over(tmp_path):
+    denied = s3.OffsiteError("access_denied", "access denied to s3://tokotani-dr/backup_2026-01-12_02-00-00.sql.gz")
+    store = PullStore(FOUR, heads={"backup_2026-01-13_02-00-00.sql.gz": denied})
+    with pytest.raises(s3.OffsiteError) as err:
+        pull_check(store, tmp_path, fallback=3)
+    assert err.value.kind == "access_denied" and err.value.msg == denied.msg
+    assert store.asked == ["backup_2026-01-13_02-00-00.sql.gz"]
+
+    # A failure that is not the copy's, met while falling back, fails the pull and still says what was passed over.
+    store = PullStore(
+        FOUR,
+        heads={"backup_2026-01-13_02-00-00.sql.gz": "0" * 64, "backup_2026-01-12_02-00-00.sql.gz": denied},
+    )
+    with pytest.raises(s3.OffsiteError) as err:
+        pull_check(store, tmp_path, fallback=3)
+    assert err.value.kind == "access_denied"
+    assert err.value.msg.startswith(
+        denied.msg + " (while falling back from the offsite backups that did not verify on download - "
+        "backup_2026-01-13_02-00-00: checksum mismatch"
+    )
+    assert err.value.msg.endswith("; nothing of them was kept)")
+    assert [p["name"] for p in err.value.details["passed_over"]] == ["backup_2026-01-13_02-00-00"]
+
+
+def test_an_object_gone_since_the_listing_is_passed_over_and_fallback_must_not_be_negative(tmp_path):
+    store = PullStore(FOUR, gone=["backup_2026-01-13_02-00-00.sql.gz"])
+    result = pull_check(store, tmp_path, fallback=1)
+    assert result["name"] == "backup_2026-01-12_02-00-00"
+    assert [(p["name"], p["error"], p["msg"]) for p in result["passed_over"]] == [
+        (
+            "backup_2026-01-13_02-00-00",
+            "object_missing",
+            "s3://tokotani-dr/backup_2026-01-13_02-00-00.sql.gz does not exist",
+        )
+    ]
+    with pytest.raises(s3.OffsiteError) as err:
+        pull_check(store, tmp_path, fallback=-1)
+    assert err.value.kind == "invalid" and err.value.msg == "fallback must be 0 or more (got -1)"

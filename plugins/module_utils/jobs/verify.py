@@ -69,7 +69,8 @@ from ansible_collections.tokotani.dr.plugins.module_utils.pg_cli import Connecti
 KEYS = ("source", "restore", "offsite", "scratch_database", "work_dir")
 SOURCES = ("local", "offsite")
 RESTORE_SET_BY_JOB = ("database", "mode", "confirm", "previous_database")
-OFFSITE_SET_BY_JOB = ("mode", "backup", "before", "backup_dir", "database")
+# fallback: the verification checks the newest backup; a damaged one must fail it, never pass on an older one
+OFFSITE_SET_BY_JOB = ("mode", "backup", "before", "backup_dir", "database", "fallback")
 SCRATCH_SUFFIX = "__verify"
 
 
@@ -106,6 +107,7 @@ def resolve_config(config, environ=None, log=None):
             before=params["before"],
             backup_dir=params["backup_dir"],
             database=params["source_database"],
+            fallback=0,
         )
         try:
             offsite = specs.offsite_constraints(specs.resolve(offsite_spec, values, environ))
