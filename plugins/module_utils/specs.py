@@ -347,6 +347,19 @@ def app_backup_argument_spec():
 RECOVERY_STATES = ["started", "step", "finished", "status"]
 
 
+def dotenv_secret_argument_spec():
+    """tokotani.dr.dotenv_secret."""
+    return {
+        "path": {"type": "path", "required": True},
+        # a variable's name, not a secret
+        "key": {"type": "str", "required": True, "no_log": False},
+        "value": {"type": "str", "no_log": True},
+        "state": {"type": "str", "default": "present", "choices": ["present", "rotated", "absent"]},
+        "bytes": {"type": "int", "default": 32},
+        "create": {"type": "bool", "default": False},
+    }
+
+
 def recovery_run_argument_spec():
     """tokotani.dr.recovery_run."""
     spec = postgres_argument_spec()
