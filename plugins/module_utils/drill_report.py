@@ -933,8 +933,25 @@ def _checklist_cell(checklist):
     return cell
 
 
+def _phase_lines(scenario, width=110):
+    """Where a scenario's RTO went, phase by phase (name, seconds, share of the RTO), wrapped under its name: the
+    next lever, in the terminal summary. Nothing for a scenario with an unmeasured RTO or fewer than two phases."""
+    phases = [p for p in scenario["phases"] if p["share_of_rto"] is not None]
+    if scenario["rto"]["measured_seconds"] is None or len(phases) < 2:
+        return []
+    parts = [f"{p['name']} {seconds_text(p['seconds'])} {p['share_of_rto']:.0f}%" for p in phases]
+    lines, current = [], f"  {scenario['id']} {scenario['name']}, the RTO by phase:"
+    for part in parts:
+        if len(current) + len(", ") + len(part) + len(",") > width:
+            lines.append(current + ",")
+            current = "    " + part
+        else:
+            current += (" " if current.endswith(":") else ", ") + part
+    return [*lines, current]
+
+
 def render_table(report):
-    """The terminal summary: plain ASCII lines, aligned columns."""
+    """The terminal summary: plain ASCII lines, aligned columns, then where each measured RTO went."""
     header = ("SCENARIO", "RTO measured / objective", "DOWNTIME", "RPO measured / objective", "CHECKLIST", "VERDICT")
     rows = [
         (
@@ -974,6 +991,9 @@ def render_table(report):
     out.extend(line(row) for row in rows)
     if not rows:
         out.append("(no scenario ran)")
+    phases = [_ascii(text) for s in report["scenarios"] for text in _phase_lines(s)]
+    if phases:
+        out.extend([rule, *phases])
     out.extend([rule, _ascii(verdict)])
     return out
 

@@ -747,6 +747,19 @@ def test_table_is_aligned_ascii_with_every_column():
     assert lines[-1] == "Drill verdict: FAIL - 2 of 3 scenarios passed (failed: 2.1b)"
 
 
+def test_table_says_where_each_measured_rto_went():
+    unmeasured = db_scenario(id="2.1b")
+    unmeasured["recovery"]["status"] = "failed"
+    unmeasured["healthy_at"] = None
+    lines = dr.render_table(dr.compute(drill(verify_scenario(), db_scenario(), unmeasured)))
+    start = lines.index("  2.1 database_recovery, the RTO by phase: detect 2 s 4%, stop 2.5 s 5%, identify 1.5 s 3%,")
+    second = "    restore 15.2 s 32%, verify 1.8 s 4%, restart 7 s 15%, health 3 s 6%, post_recovery 12 s 25%"
+    assert lines[start + 1] == second
+    assert set(lines[start - 1]) == {"-"} and set(lines[start + 2]) == {"-"}
+    assert all(len(line) <= 110 for line in lines[start : start + 2])
+    assert not any("2.1b" in line or "4.2" in line for line in lines[start:-2]), "no line for an unmeasured RTO"
+
+
 def test_table_marks_a_missed_objective():
     lines = dr.render_table(dr.compute(drill(db_scenario(objectives={"rto_seconds": 40, "rpo_seconds": 86400}))))
     assert "48 s / 40 s MISSED" in lines[3]
