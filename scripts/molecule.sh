@@ -13,9 +13,9 @@ if [ "$#" -gt 0 ]; then
     scenarios=("$@")
 else
     mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
-    # The longest first (about 15-20 min each), the short ones fill the slots they leave: started in
-    # name order, the longest began last and the whole run took the sum of the tail.
-    longest=(interruption db_recovery drill)
+    # The longest first (measured on a clean clone, longest to shortest), the short ones fill the slots
+    # they leave: started in name order, the longest began last and the whole run took the sum of the tail.
+    longest=(interruption drill rebuild db_recovery deploy_rollback)
     scenarios=()
     for name in "${longest[@]}"; do
         [[ " ${found[*]} " == *" $name "* ]] && scenarios+=("$name")
