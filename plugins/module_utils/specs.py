@@ -360,6 +360,23 @@ def dotenv_secret_argument_spec():
     }
 
 
+def evidence_bundle_argument_spec():
+    """tokotani.dr.evidence_bundle."""
+    return {
+        "dest": {"type": "path", "required": True},
+        "name": {"type": "str", "required": True},
+        "since": {"type": "float"},
+        "files": {"type": "list", "elements": "path", "default": []},
+        "changed_since": {"type": "list", "elements": "path", "default": []},
+        "env_files": {"type": "list", "elements": "path", "default": []},
+        "commands": {"type": "list", "elements": "dict", "default": []},
+        "command_timeout": {"type": "int", "default": 60},
+        "max_file_bytes": {"type": "int", "default": 64 * 1024 * 1024},
+        "operator": {"type": "str"},
+        "reason": {"type": "str"},
+    }
+
+
 def recovery_run_argument_spec():
     """tokotani.dr.recovery_run."""
     spec = postgres_argument_spec()
