@@ -745,16 +745,24 @@ def public_entry(entry, now=None):
     return out
 
 
-def newest(entries, before=None, accept_suspicious=False, skipped=None):
-    """The newest valid entry (optionally started strictly before a datetime), or None.
+def ended_at(entry):
+    """Epoch seconds of a backup's end (its manifest's finished_at), else of its start: when it was done."""
+    end = epoch_of(entry.get("finished_at"))
+    return end if end is not None else entry["timestamp"]
 
-    A suspicious entry (its manifest says a table shrank sharply: pg_backup's guard) is passed over unless
-    accept_suspicious; each one passed over is appended to the list skipped, when given.
+
+def newest(entries, before=None, accept_suspicious=False, skipped=None):
+    """The newest valid entry (optionally one that ended strictly before a datetime), or None.
+
+    before is a time the backup must be done by, not only started: a backup still running when a breach
+    began ran on the intruder's ground (ended_at). A suspicious entry (its manifest says a table shrank
+    sharply: pg_backup's guard) is passed over unless accept_suspicious; each one passed over is appended to
+    the list skipped, when given.
     """
     for entry in entries:
         if not entry["valid"] or entry["timestamp"] is None:
             continue
-        if before is not None and entry["timestamp"] >= before.timestamp():
+        if before is not None and ended_at(entry) >= before.timestamp():
             continue
         if entry.get("suspicious") and not accept_suspicious:
             if skipped is not None:

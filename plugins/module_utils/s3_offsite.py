@@ -572,7 +572,7 @@ def select_entry(entries, backup="latest", before=None, database=None, accept_su
 def fallback_candidates(entries, chosen, count, *, before=None, database=None, accept_suspicious=False):
     """Up to count entries older than chosen that a pull of latest falls back to, newest first.
 
-    Each is the one select_entry would pick were the ones before it gone: valid, of database, started strictly
+    Each is the one select_entry would pick were the ones before it gone: valid, of database, ended strictly
     before before, not suspicious unless accept_suspicious. Returns [(entry, skipped)] where skipped lists the
     entries passed over between the previous one and it (invalid, or suspicious), as select_entry does.
     """

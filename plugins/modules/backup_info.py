@@ -65,7 +65,7 @@ options:
     default: false
   before:
     description:
-      - Also report in RV(newest_before) the newest valid backup that started strictly before this time.
+      - Also report in RV(newest_before) the newest valid backup that ended strictly before this time (a backup still running then is not taken).
         ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name, or epoch seconds.
     type: str
   max_age:
@@ -228,7 +228,7 @@ newest:
   returned: always
   type: dict
 newest_before:
-  description: The newest valid backup started before O(before), or null.
+  description: The newest valid backup that ended before O(before), or null.
   returned: when O(before) is set
   type: dict
 newest_age_seconds:

@@ -77,7 +77,7 @@ options:
     default: latest
   before:
     description:
-      - O(mode=pull) with O(backup=latest) - pull the newest valid backup that started strictly before this time
+      - O(mode=pull) with O(backup=latest) - pull the newest valid backup that ended strictly before this time
         (to restore from before a breach). O(mode=list) - also report it in RV(newest_before).
       - ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name, or epoch seconds.
     type: str
@@ -91,7 +91,7 @@ options:
         (V(checksum_mismatch)), an encrypted object does not authenticate (V(not_authentic)), or an object is gone
         (V(object_missing)). Nothing of it is kept; it is listed in RV(passed_over) and in a warning. Any other
         failure (endpoint, credentials, a missing key, local disk) fails the pull as without O(fallback).
-      - The candidates are those V(latest) considers - valid, of O(database), started before O(before) when set,
+      - The candidates are those V(latest) considers - valid, of O(database), ended before O(before) when set,
         not suspicious unless O(accept_suspicious).
       - Each backup passed over makes the restore point older (the RPO grows) - check RV(name) and RV(passed_over)
         before restoring.

@@ -98,8 +98,9 @@ options:
     type: path
   before:
     description:
-      - With O(backup=latest), take the newest valid backup that started strictly before this time, for
-        example from before a security breach. ISO 8601 (without a zone, UTC), a backup name, or epoch seconds.
+      - With O(backup=latest), take the newest valid backup that ended (its manifest's C(finished_at)) strictly before
+        this time, for example from before a security breach - a backup still running then is not taken. ISO 8601
+        (without a zone, UTC), a backup name, or epoch seconds.
     type: str
   mode:
     description:

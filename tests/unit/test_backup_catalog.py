@@ -264,6 +264,21 @@ def test_newest_and_newest_before():
     assert catalog.newest(entries, before=NOW - datetime.timedelta(days=10)) is None
 
 
+def test_newest_before_takes_only_a_backup_that_ended_before_the_time():
+    # b1 started an hour before the breach and ended ten minutes after it: it ran on the intruder's ground
+    breach = NOW - datetime.timedelta(hours=1)
+    running = entry("b1", days=(1 / 24) + (1 / 24))
+    running["finished_at"] = catalog.iso(breach + datetime.timedelta(minutes=10))
+    done = entry("b2", days=1)
+    done["finished_at"] = catalog.iso(NOW - datetime.timedelta(days=1) + datetime.timedelta(minutes=2))
+    assert catalog.newest([running, done], before=breach)["name"] == "b2"
+    running["finished_at"] = catalog.iso(breach - datetime.timedelta(seconds=1))
+    assert catalog.newest([running, done], before=breach)["name"] == "b1"
+    # no finished_at (a legacy dump): its start is all there is
+    del running["finished_at"]
+    assert catalog.newest([running, done], before=breach)["name"] == "b1"
+
+
 # --------------------------------------------------------------------------- locks and leftovers
 
 
