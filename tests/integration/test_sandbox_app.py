@@ -1,12 +1,15 @@
 """The stand-in TokoTani app and the shop data generator against a real PostgreSQL 15 cluster.
 
-One database and role for the module: the app's migration creates the schema, generate.py
-fills it, then server.js and engine-hub.js run under node on a random loopback port, with
-their secrets in a `.env` file in their working directory, as pm2 runs them in the sandbox.
+One database and role for the module: the app's migrations (`npm run migrate`, in name order)
+create the schema, generate.py fills it, then server.js and engine-hub.js run under node on a
+random loopback port, with their secrets in a `.env` file in their working directory, as pm2 runs
+them in the sandbox. The admin API, logins, sessions and the audit log are tested last, after the
+tests that expect the secrets and rows as the fixtures left them.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
@@ -37,7 +40,12 @@ from helpers import (
 )
 
 GENERATOR = ROOT / "sandbox" / "data" / "generate.py"
-SCHEMA = ROOT / "sandbox" / "app" / "prisma" / "migrations" / "20240115093000_init" / "migration.sql"
+MIGRATIONS_DIR = ROOT / "sandbox" / "app" / "prisma" / "migrations"
+MIGRATIONS = ("20240115093000_init", "20240301000000_admin_audit")  # the order npm run migrate applies them in
+PUBLIC_TABLES = (
+    "_prisma_migrations,audit_log,engine_heartbeat,order_items,orders,products,secret_rotations,sessions,users"
+)
+SESSION_COOKIE = "next-auth.session-token"
 SEED = 42
 SHOP_TABLES = ("users", "products", "orders", "order_items", "sessions")
 HEARTBEAT_MS = 500
@@ -164,6 +172,19 @@ class RunningApp:
         headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
         return http_request(self.base_url + path, method="POST", body=body, headers=headers)
 
+    def call(self, method: str, path: str, body=None, token: str | None = None, cookie: str | None = None):
+        """One request with an optional bearer token and an optional session cookie (the token's value)."""
+        headers = {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        if cookie is not None:
+            headers["Cookie"] = f"{SESSION_COOKIE}={cookie}"
+        return http_request(self.base_url + path, method=method, body=body, headers=headers)
+
+    def admin_token(self) -> str:
+        """The ADMIN_TOKEN the server uses now: .env's (a rotation rewrites it there)."""
+        return re.search(r'^ADMIN_TOKEN="?([^"\n]*)"?$', self.env_file.read_text(), re.MULTILINE).group(1)
+
     def log(self, name: str) -> Path:
         return self.run_dir / f"{name}.log"
 
@@ -253,27 +274,45 @@ def app(loaded_db: ShopDb, shop_app_dir: Path, tmp_path_factory: pytest.TempPath
 
 def test_migration_applies_once(first_migration, shop_db: ShopDb, shop_app_dir: Path, pg_cluster: PgCluster):
     assert first_migration.returncode == 0, first_migration.stderr
-    assert "migration 20240115093000_init applied" in first_migration.stdout
+    applied = [line for line in first_migration.stdout.splitlines() if line.startswith("migration ")]
+    assert applied == [f"migration {name} applied" for name in MIGRATIONS]
     assert "already" not in first_migration.stdout
 
     again = run_npm(shop_app_dir, "migrate", shop_db.url())
     assert again.returncode == 0, again.stderr
-    assert "migration 20240115093000_init already applied (" in again.stdout
+    for name in MIGRATIONS:
+        assert f"migration {name} already applied (" in again.stdout
     assert "all migrations already applied" in again.stdout
 
     rows = pg_cluster.psql(
         "SELECT migration_name, checksum, finished_at IS NOT NULL, rolled_back_at IS NULL, applied_steps_count "
-        "FROM _prisma_migrations",
+        "FROM _prisma_migrations ORDER BY migration_name",
         shop_db.name,
     ).split()
-    checksum = hashlib.sha256(SCHEMA.read_bytes()).hexdigest()
-    assert rows == [f"20240115093000_init|{checksum}|t|t|1"]
+    checksums = {
+        name: hashlib.sha256((MIGRATIONS_DIR / name / "migration.sql").read_bytes()).hexdigest() for name in MIGRATIONS
+    }
+    assert rows == [f"{name}|{checksums[name]}|t|t|1" for name in MIGRATIONS]
+    assert sorted(p.name for p in MIGRATIONS_DIR.iterdir() if (p / "migration.sql").is_file()) == list(MIGRATIONS)
     tables = pg_cluster.psql(
         "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE schemaname = 'public'", shop_db.name
     ).strip()
-    assert tables == "_prisma_migrations,engine_heartbeat,order_items,orders,products,secret_rotations,sessions,users"
-    owner = pg_cluster.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'orders'", shop_db.name).strip()
-    assert owner == shop_db.role
+    assert tables == PUBLIC_TABLES
+    owners = pg_cluster.psql(
+        "SELECT DISTINCT tableowner FROM pg_tables WHERE tablename IN ('orders', 'audit_log')", shop_db.name
+    ).split()
+    assert owners == [shop_db.role]
+    comment = pg_cluster.psql("SELECT obj_description('audit_log'::regclass, 'pg_class')", shop_db.name).strip()
+    assert comment == "Admin actions and logins, written by the app."
+
+
+def test_seeded_users_are_customers_without_a_password(loaded_db: ShopDb, pg_cluster: PgCluster):
+    """generate.py's COPY names the old columns only: the new ones take their defaults."""
+    roles = pg_cluster.psql(
+        "SELECT role, count(*), count(password_hash) FROM users GROUP BY role", loaded_db.name
+    ).split()
+    assert len(roles) == 1 and roles[0].startswith("customer|") and roles[0].endswith("|0"), roles
+    assert pg_cluster.psql("SELECT count(*) FROM audit_log", loaded_db.name).strip() == "0"
 
 
 def test_generated_data_is_deterministic_in_the_database(loaded_db: ShopDb, shop_app_dir: Path, pg_cluster: PgCluster):
@@ -563,3 +602,455 @@ def test_ecosystem_cluster_mode_from_the_release_env(tmp_path: Path, env_line, m
     assert (web["name"], web["exec_mode"], web["instances"]) == ("tokotani-nextjs", mode, instances)
     assert web["cwd"] == str(tmp_path / "current" if cwd == "current" else release)
     assert (hub["exec_mode"], hub["cwd"]) == ("fork", str(release))
+
+
+# --- logins, sessions, the admin API and the audit log (after every test above: they rotate the admin token,
+# write users, products and audit rows)
+
+
+@dataclass
+class Account:
+    id: int
+    email: str
+    name: str
+    role: str
+    password: str = field(repr=False)
+
+    def public(self) -> dict:
+        return {"id": self.id, "email": self.email, "name": self.name, "role": self.role}
+
+
+def db_rows(pg_cluster: PgCluster, db: str, sql: str, params: tuple = ()) -> list[dict]:
+    """The rows of one parameterised statement (as the superuser), each a dict by column name."""
+    conn = pg_cluster.connect(db)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            if cur.description is None:
+                return []
+            names = [column.name for column in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def audit_rows(pg_cluster: PgCluster, db: str, action: str) -> list[dict]:
+    return db_rows(
+        pg_cluster,
+        db,
+        "SELECT actor, target, detail, remote_addr FROM audit_log WHERE action = %s ORDER BY id",
+        (action,),
+    )
+
+
+def new_user_body(role: str | None = "customer", **overrides) -> dict:
+    suffix = secrets.token_hex(4)
+    body = {
+        "email": f"{role or 'user'}-{suffix}@it.tokotani.invalid",
+        "name": f"Pengguna Uji {suffix}",
+        "password": secrets.token_urlsafe(12),
+    }
+    if role is not None:
+        body["role"] = role
+    body.update(overrides)
+    return body
+
+
+def create_account(app: RunningApp, role: str) -> Account:
+    body = new_user_body(role)
+    response = app.call("POST", "/api/admin/users", body, token=app.admin_token())
+    assert response.status == 201, response.text
+    return Account(
+        id=response.json()["id"], email=body["email"], name=body["name"], role=role, password=body["password"]
+    )
+
+
+def login(app: RunningApp, email, password):
+    return app.call("POST", "/api/auth/login", {"email": email, "password": password})
+
+
+def session_token(response) -> str:
+    """The token of a login's Set-Cookie, which must be exactly NextAuth's session cookie."""
+    cookie = response.headers.get("Set-Cookie", "")
+    match = re.fullmatch(rf"{re.escape(SESSION_COOKIE)}=([A-Za-z0-9_-]{{43}}); Path=/; HttpOnly; SameSite=Lax", cookie)
+    assert match, f"unexpected Set-Cookie: {cookie!r}"
+    return match.group(1)
+
+
+def login_token(app: RunningApp, account: Account) -> str:
+    response = login(app, account.email, account.password)
+    assert response.status == 200, response.text
+    return session_token(response)
+
+
+@pytest.fixture(scope="module")
+def admin_account(app: RunningApp) -> Account:
+    return create_account(app, "admin")
+
+
+@pytest.fixture(scope="module")
+def customer_account(app: RunningApp) -> Account:
+    return create_account(app, "customer")
+
+
+def test_an_admin_created_with_the_admin_token_logs_in_and_the_cookie_opens_a_session(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    response = login(app, admin_account.email, admin_account.password)
+    assert response.status == 200, response.text
+    body = response.json()
+    assert body["user"] == admin_account.public()
+    token = session_token(response)
+    # The cookie is the sessions row's token itself; the row expires in 30 days.
+    rows = db_rows(
+        pg_cluster,
+        app.shop.name,
+        "SELECT \"userId\", expires - now() > interval '29 days 23 hours' AS thirty_days, "
+        "expires <= now() + interval '30 days' AS at_most_thirty FROM sessions WHERE \"sessionToken\" = %s",
+        (token,),
+    )
+    assert rows == [{"userId": admin_account.id, "thirty_days": True, "at_most_thirty": True}]
+
+    session = app.call("GET", "/api/auth/session", cookie=token)
+    assert session.status == 200, session.text
+    assert session.json() == {"user": admin_account.public(), "expires": body["expires"]}
+
+    logins = [r for r in audit_rows(pg_cluster, app.shop.name, "login") if r["target"] == str(admin_account.id)]
+    assert logins == [
+        {
+            "actor": f"user:{admin_account.email}",
+            "target": str(admin_account.id),
+            "detail": None,
+            "remote_addr": LOOPBACK,
+        }
+    ]
+    logs = tail(app.log("server"), 100_000)
+    assert admin_account.password not in logs and token not in logs
+    stored = db_rows(pg_cluster, app.shop.name, "SELECT password_hash FROM users WHERE id = %s", (admin_account.id,))
+    assert admin_account.password not in stored[0]["password_hash"]
+
+
+def test_a_wrong_password_answers_401_and_writes_a_login_failed_audit_row(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    refused = {"error": "invalid email or password"}
+    wrong = login(app, admin_account.email, admin_account.password + "x")
+    assert (wrong.status, wrong.json()) == (401, refused)
+    assert "Set-Cookie" not in wrong.headers
+    unknown = login(app, "nobody@it.tokotani.invalid", "some-password")
+    assert (unknown.status, unknown.json()) == (401, refused)
+    long_email = "x" * 300 + "@it.tokotani.invalid"
+    assert login(app, long_email, "some-password").status == 401
+
+    failed = {r["actor"]: r for r in audit_rows(pg_cluster, app.shop.name, "login.failed")}
+    assert failed[f"user:{admin_account.email}"] == {
+        "actor": f"user:{admin_account.email}",
+        "target": None,
+        "detail": {"reason": "wrong password"},
+        "remote_addr": LOOPBACK,
+    }
+    assert failed["user:nobody@it.tokotani.invalid"]["detail"] == {"reason": "unknown email"}
+    assert failed["user:" + "x" * 200]["detail"] == {"reason": "unknown email"}  # the email as given, cut at 200
+    passwords = db_rows(
+        pg_cluster,
+        app.shop.name,
+        "SELECT count(*) AS n FROM audit_log WHERE audit_log::text LIKE %s",
+        ("%some-password%",),
+    )
+    assert passwords == [{"n": 0}]
+
+    for bad in ({"email": admin_account.email}, {"email": 1, "password": "x" * 8}, b'["not", "an", "object"]'):
+        response = app.call("POST", "/api/auth/login", bad)
+        assert response.status == 400, (bad, response.text)
+
+
+def test_a_seeded_customer_without_a_password_cannot_log_in(app: RunningApp, pg_cluster: PgCluster):
+    email = pg_cluster.psql(
+        "SELECT email FROM users WHERE password_hash IS NULL AND role = 'customer' ORDER BY id LIMIT 1", app.shop.name
+    ).strip()
+    assert email
+    for password in ("", "password", "x" * 64):
+        response = login(app, email, password)
+        assert (response.status, response.json()) == (401, {"error": "invalid email or password"})
+    reasons = [
+        r["detail"] for r in audit_rows(pg_cluster, app.shop.name, "login.failed") if r["actor"] == f"user:{email}"
+    ]
+    assert reasons == [{"reason": "no password set"}] * 3
+
+
+def test_deleting_the_session_row_makes_the_same_cookie_401(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    token = login_token(app, admin_account)
+    assert app.call("GET", "/api/auth/session", cookie=token).status == 200
+    assert app.call("GET", "/api/admin/whoami", cookie=token).status == 200
+
+    db_rows(pg_cluster, app.shop.name, 'DELETE FROM sessions WHERE "sessionToken" = %s', (token,))
+    session = app.call("GET", "/api/auth/session", cookie=token)
+    assert (session.status, session.json()) == (401, {"error": "no valid session"})
+    assert app.call("GET", "/api/admin/whoami", cookie=token).status == 401
+
+
+def test_an_expired_unknown_or_missing_session_cookie_answers_401(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    expired, live = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    db_rows(
+        pg_cluster,
+        app.shop.name,
+        'INSERT INTO sessions ("sessionToken", "userId", expires) '
+        "VALUES (%s, %s, now() - interval '1 second'), (%s, %s, now() + interval '1 hour')",
+        (expired, admin_account.id, live, admin_account.id),
+    )
+    for cookie in (expired, secrets.token_urlsafe(32), None):
+        response = app.call("GET", "/api/auth/session", cookie=cookie)
+        assert (response.status, response.json()) == (401, {"error": "no valid session"}), cookie
+        assert app.call("GET", "/api/admin/whoami", cookie=cookie).status == 401
+    # A row written by other means (as NextAuth or a restore would) is a session as long as it has not expired.
+    response = app.call("GET", "/api/auth/session", cookie=live)
+    assert response.status == 200 and response.json()["user"] == admin_account.public()
+
+
+def test_admin_routes_answer_401_without_the_admin_token_or_an_admin_session(
+    app: RunningApp, customer_account: Account, pg_cluster: PgCluster
+):
+    customer = login_token(app, customer_account)
+    assert app.call("GET", "/api/auth/session", cookie=customer).json()["user"]["role"] == "customer"
+    stock = pg_cluster.psql("SELECT stock FROM products WHERE id = 1", app.shop.name).strip()
+    rotations = pg_cluster.psql("SELECT count(*) FROM secret_rotations", app.shop.name).strip()
+    user_body = new_user_body("admin")
+    requests = [
+        ("GET", "/api/admin/whoami", None),
+        ("POST", "/api/admin/users", user_body),
+        ("PATCH", "/api/admin/products/1", {"stock": 0}),
+        ("POST", "/api/admin/secrets/rotate", {"secretType": "ADMIN_TOKEN"}),
+    ]
+    for method, path, body in requests:
+        for credentials in ({}, {"token": "wrong-" + app.admin_token()}, {"cookie": customer}, {"token": ""}):
+            response = app.call(method, path, body, **credentials)
+            assert response.status == 401, (method, path, credentials, response.text)
+            assert response.headers.get("WWW-Authenticate") == "Bearer"
+            assert 'a valid "Authorization: Bearer <ADMIN_TOKEN>" header is required' in response.json()["error"]
+    # Nothing was done.
+    assert pg_cluster.psql("SELECT stock FROM products WHERE id = 1", app.shop.name).strip() == stock
+    assert pg_cluster.psql("SELECT count(*) FROM secret_rotations", app.shop.name).strip() == rotations
+    assert db_rows(pg_cluster, app.shop.name, "SELECT id FROM users WHERE email = %s", (user_body["email"],)) == []
+    # A route that does not exist, or a method a route does not take, answers as before (404, 405).
+    assert app.call("GET", "/api/admin/nothing-here").status == 404
+    assert app.call("DELETE", "/api/admin/users").status == 405
+
+
+def test_admin_routes_accept_the_admin_token_and_an_admin_session_cookie(app: RunningApp, admin_account: Account):
+    by_token = app.call("GET", "/api/admin/whoami", token=app.admin_token())
+    assert (by_token.status, by_token.json()) == (200, {"actor": "admin-token"})
+    by_session = app.call("GET", "/api/admin/whoami", cookie=login_token(app, admin_account))
+    assert (by_session.status, by_session.json()) == (200, {"actor": f"user:{admin_account.email}"})
+
+
+def test_creating_users_answers_201_then_409_for_the_same_email_and_400_for_bad_input(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    cookie = login_token(app, admin_account)
+    body = new_user_body("admin")
+    created = app.call("POST", "/api/admin/users", body, cookie=cookie)
+    assert created.status == 201, created.text
+    new = created.json()
+    assert new == {"id": new["id"], "email": body["email"], "role": "admin"}
+    # The new admin can log in, and its session opens the admin API.
+    token = login_token(app, Account(new["id"], body["email"], body["name"], "admin", body["password"]))
+    assert app.call("GET", "/api/admin/whoami", cookie=token).json() == {"actor": f"user:{body['email']}"}
+
+    # scrypt$<16-byte salt>$<32-byte key>, base64url: Python's hashlib.scrypt (Node's defaults) agrees.
+    stored = db_rows(pg_cluster, app.shop.name, "SELECT role, password_hash FROM users WHERE id = %s", (new["id"],))[0]
+    assert stored["role"] == "admin"
+    match = re.fullmatch(r"scrypt\$([A-Za-z0-9_-]{22})\$([A-Za-z0-9_-]{43})", stored["password_hash"])
+    assert match, stored["password_hash"]
+    salt, key = (base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)) for part in match.groups())
+    assert hashlib.scrypt(body["password"].encode(), salt=salt, n=16384, r=8, p=1, dklen=32) == key
+
+    duplicate = app.call("POST", "/api/admin/users", dict(body, role="customer"), token=app.admin_token())
+    assert duplicate.status == 409 and "already exists" in duplicate.json()["error"], duplicate.text
+    bad_role = app.call("POST", "/api/admin/users", new_user_body("root"), cookie=cookie)
+    assert (bad_role.status, bad_role.json()) == (400, {"error": "role must be one of customer, admin"})
+    bad_inputs = [
+        new_user_body(email="no-at-sign.tokotani.invalid"),
+        new_user_body(email=""),
+        new_user_body(email="a" * 190 + "@tokotani.invalid"),
+        new_user_body(password="short"),
+        new_user_body(password=12345678),
+        new_user_body(name=""),
+        {"email": "x@tokotani.invalid", "password": "long-enough"},
+    ]
+    for bad in [*bad_inputs, b'["not an object"]']:
+        response = app.call("POST", "/api/admin/users", bad, cookie=cookie)
+        assert response.status == 400, (bad, response.text)
+    bad_user = bad_inputs[3]
+    assert db_rows(pg_cluster, app.shop.name, "SELECT id FROM users WHERE email = %s", (bad_user["email"],)) == []
+
+    # Without a role, a customer: the admin API refuses its session.
+    plain = new_user_body(role=None)
+    customer = app.call("POST", "/api/admin/users", plain, token=app.admin_token())
+    assert customer.status == 201 and customer.json()["role"] == "customer", customer.text
+    customer_token = login_token(
+        app, Account(customer.json()["id"], plain["email"], plain["name"], "customer", plain["password"])
+    )
+    assert app.call("GET", "/api/admin/whoami", cookie=customer_token).status == 401
+
+    audits = {r["target"]: r for r in audit_rows(pg_cluster, app.shop.name, "user.create")}
+    assert audits[str(new["id"])] == {
+        "actor": f"user:{admin_account.email}",
+        "target": str(new["id"]),
+        "detail": {"email": body["email"], "role": "admin"},
+        "remote_addr": LOOPBACK,
+    }
+    assert audits[str(customer.json()["id"])]["actor"] == "admin-token"
+    assert audits[str(customer.json()["id"])]["detail"] == {"email": plain["email"], "role": "customer"}
+    assert audits[str(admin_account.id)]["detail"] == {"email": admin_account.email, "role": "admin"}
+    assert len(audits) == len(audit_rows(pg_cluster, app.shop.name, "user.create"))  # no row for the refusals
+    logs = tail(app.log("server"), 100_000)
+    assert body["password"] not in logs and plain["password"] not in logs
+
+
+def test_patching_a_product_changes_its_price_and_audits_before_and_after(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    product_id = 2
+    [before] = db_rows(
+        pg_cluster, app.shop.name, "SELECT price::text, stock, updated_at FROM products WHERE id = %s", (product_id,)
+    )
+    path = f"/api/admin/products/{product_id}"
+    response = app.call("PATCH", path, {"price": 12345.5}, token=app.admin_token())
+    assert response.status == 200, response.text
+    product = response.json()
+    assert set(product) == {"id", "sku", "name", "price", "stock", "updated_at"}
+    assert (product["id"], product["price"], product["stock"]) == (product_id, "12345.50", before["stock"])
+    [after] = db_rows(
+        pg_cluster, app.shop.name, "SELECT price::text, stock, updated_at FROM products WHERE id = %s", (product_id,)
+    )
+    assert after["price"] == "12345.50" and after["updated_at"] > before["updated_at"]
+    assert app.get("/api/products?limit=2").json()["products"][1]["price"] == "12345.50"
+
+    by_session = app.call("PATCH", path, {"stock": 7}, cookie=login_token(app, admin_account))
+    assert by_session.status == 200, by_session.text
+    assert (by_session.json()["price"], by_session.json()["stock"]) == ("12345.50", 7)
+    both = app.call("PATCH", path, {"price": 9999999999.99, "stock": 0}, token=app.admin_token())
+    assert (both.status, both.json()["price"], both.json()["stock"]) == (200, "9999999999.99", 0), both.text
+
+    updates = [r for r in audit_rows(pg_cluster, app.shop.name, "product.update") if r["target"] == str(product_id)]
+    assert updates == [
+        {
+            "actor": "admin-token",
+            "target": str(product_id),
+            "detail": {
+                "before": {"price": before["price"], "stock": before["stock"]},
+                "after": {"price": "12345.50", "stock": before["stock"]},
+            },
+            "remote_addr": LOOPBACK,
+        },
+        {
+            "actor": f"user:{admin_account.email}",
+            "target": str(product_id),
+            "detail": {
+                "before": {"price": "12345.50", "stock": before["stock"]},
+                "after": {"price": "12345.50", "stock": 7},
+            },
+            "remote_addr": LOOPBACK,
+        },
+        {
+            "actor": "admin-token",
+            "target": str(product_id),
+            "detail": {"before": {"price": "12345.50", "stock": 7}, "after": {"price": "9999999999.99", "stock": 0}},
+            "remote_addr": LOOPBACK,
+        },
+    ]
+
+    bad_bodies = [
+        {"price": -1},
+        {"price": "100"},
+        {"price": None},
+        {"price": True},
+        {"price": 1e11},
+        {"price": 1e10},  # within the contract's bound, but NUMERIC(12, 2) cannot hold it
+        {"stock": 1.5},
+        {"stock": -1},
+        {"stock": 2**31},
+        {},
+        {"name": "renamed"},
+        b"[1]",
+    ]
+    for bad in bad_bodies:
+        refused = app.call("PATCH", path, bad, token=app.admin_token())
+        assert refused.status == 400, (bad, refused.text)
+    assert "price must be" in app.call("PATCH", path, {"price": -1}, token=app.admin_token()).json()["error"]
+    missing = app.call("PATCH", "/api/admin/products/2147483647", {"price": 1}, token=app.admin_token())
+    assert (missing.status, missing.json()) == (404, {"error": "product 2147483647 not found"})
+    assert app.call("PATCH", "/api/admin/products/abc", {"price": 1}, token=app.admin_token()).status == 400
+    # The refusals changed nothing and wrote no audit row.
+    now = db_rows(pg_cluster, app.shop.name, "SELECT price::text, stock FROM products WHERE id = %s", (product_id,))
+    assert now == [{"price": "9999999999.99", "stock": 0}]
+    assert len(audit_rows(pg_cluster, app.shop.name, "product.update")) == 3
+
+
+def test_rotating_the_admin_token_refuses_the_old_one_at_once_and_writes_a_secret_rotate_row(
+    app: RunningApp, admin_account: Account, pg_cluster: PgCluster
+):
+    old = app.admin_token()
+    assert app.call("GET", "/api/admin/whoami", token=old).status == 200
+    rotations = int(pg_cluster.psql("SELECT count(*) FROM secret_rotations", app.shop.name))
+    audited = len(audit_rows(pg_cluster, app.shop.name, "secret.rotate"))
+
+    response = app.call("POST", "/api/admin/secrets/rotate", {"secretType": "ADMIN_TOKEN"}, token=old)
+    assert response.status == 200, response.text
+    new = app.admin_token()
+    assert new != old and new not in response.text
+    refused = app.call("GET", "/api/admin/whoami", token=old)
+    assert refused.status == 401 and refused.headers.get("WWW-Authenticate") == "Bearer"
+    assert app.call("GET", "/api/admin/whoami", token=new).json() == {"actor": "admin-token"}
+
+    # An admin's session may rotate too; rotating NEXTAUTH_SECRET does not end database sessions.
+    cookie = login_token(app, admin_account)
+    by_session = app.call("POST", "/api/admin/secrets/rotate", {"secretType": "NEXTAUTH_SECRET"}, cookie=cookie)
+    assert by_session.status == 200, by_session.text
+    assert app.call("GET", "/api/auth/session", cookie=cookie).status == 200
+
+    rows = audit_rows(pg_cluster, app.shop.name, "secret.rotate")
+    assert rows[audited:] == [
+        {"actor": "admin-token", "target": "ADMIN_TOKEN", "detail": None, "remote_addr": LOOPBACK},
+        {"actor": f"user:{admin_account.email}", "target": "NEXTAUTH_SECRET", "detail": None, "remote_addr": LOOPBACK},
+    ]
+    assert int(pg_cluster.psql("SELECT count(*) FROM secret_rotations", app.shop.name)) == rotations + 2
+    secret = re.search(r"^NEXTAUTH_SECRET=(.+)$", app.env_file.read_text(), re.MULTILINE).group(1)
+    for value in (new, secret):
+        found = db_rows(
+            pg_cluster,
+            app.shop.name,
+            "SELECT count(*) AS n FROM audit_log WHERE audit_log::text LIKE %s",
+            (f"%{value}%",),
+        )
+        assert found == [{"n": 0}], "a secret was written to the audit log"
+    logs = tail(app.log("server"), 100_000)
+    assert new not in logs and secret not in logs and old not in logs
+
+
+def test_responses_carry_nosniff_and_referrer_policy_but_not_hsts_csp_or_frame_options(app: RunningApp):
+    responses = {
+        "home": app.get("/"),
+        "health": app.get("/api/health"),
+        "metrics": app.get("/api/metrics"),
+        "not found": app.get("/api/nothing-here"),
+        "wrong method": app.get("/api/admin/secrets/rotate"),
+        "admin without auth": app.call("GET", "/api/admin/whoami"),
+        "failed login": login(app, "nobody@it.tokotani.invalid", "some-password"),
+        "bad json": app.call("POST", "/api/auth/login", b"{not json"),
+    }
+    for what, response in responses.items():
+        headers = {name.lower(): value for name, value in response.headers.items()}
+        assert headers.get("x-content-type-options") == "nosniff", what
+        assert headers.get("referrer-policy") == "strict-origin-when-cross-origin", what
+        missing = {"strict-transport-security", "content-security-policy", "x-frame-options"} & set(headers)
+        assert not missing, f"{what} sends {missing}: the hardening check expects them absent"
+
+
+def test_the_admin_api_tests_left_no_internal_error_in_the_server_log(app: RunningApp):
+    logs = tail(app.log("server"), 100_000)
+    assert "internal error" not in logs, [line for line in logs.splitlines() if "internal error" in line]
