@@ -27,7 +27,9 @@ numeric strings; keys not listed are ignored)::
           "disaster": {                      # optional, default null (e.g. a backup verification)
             "kind": str,                     #   what was simulated ("drop_database")
             "description": str,              #   in words, for the report's root cause
-            "at": epoch | null               #   when; RTO and RPO are measured from here
+            "at": epoch | null,              #   when; RTO and RPO are measured from here
+            "began_at": epoch | null         #   optional: when it began, when that was before it was found
+                                             #   (a breach): the RPO is measured to here, the RTO from at
           } | null,
           "recovery": {                      # required
             "status": "recovered" | "reverted" | "failed" | "verified" | "not_run",   # required
@@ -62,7 +64,8 @@ numeric strings; keys not listed are ignored)::
 
 Arithmetic: RTO = healthy_at - disaster.at; RPO = disaster.at - recovery.backup_finished_at, or, when
 recovery.recovery_point_at is set, max(0, disaster.at - recovery.recovery_point_at) (data kept up to
-or past the disaster loses nothing); an
+or past the disaster loses nothing) - disaster.began_at instead of disaster.at when it is set (a breach
+found hours after the intruder got in loses the data since the backup up to then); an
 objective is met when measured <= objective (met is null when either is null). A scenario passes
 when its recovery status is ``recovered`` (``verified`` for ``backup_verification``), no checklist
 item failed (null items are "not configured"), the checklist did not report failure, and every
@@ -364,6 +367,7 @@ def _read_scenario(raw, path):
             "kind": _text(disaster.get("kind"), _path(here, "kind"), default=""),
             "description": _text(disaster.get("description"), _path(here, "description"), default=""),
             "at": _number(disaster.get("at"), _path(here, "at")),
+            "began_at": _number(disaster.get("began_at"), _path(here, "began_at")),
         }
     recovery_path = _path(path, "recovery")
     recovery = _mapping(raw.get("recovery"), recovery_path)
@@ -795,10 +799,12 @@ def _scenario_report(scenario):
 
     rto_measured = None if disaster_at is None or healthy_at is None else healthy_at - disaster_at
     rpo_measured = None
-    if disaster_at is not None and recovery["recovery_point_at"] is not None:
-        rpo_measured = max(0.0, disaster_at - recovery["recovery_point_at"])
-    elif disaster_at is not None and recovery["backup_finished_at"] is not None:
-        rpo_measured = disaster_at - recovery["backup_finished_at"]
+    # the data lost runs up to when the disaster began (a breach found later), else to when it happened
+    lost_until = disaster["began_at"] if disaster and disaster["began_at"] is not None else disaster_at
+    if lost_until is not None and recovery["recovery_point_at"] is not None:
+        rpo_measured = max(0.0, lost_until - recovery["recovery_point_at"])
+    elif lost_until is not None and recovery["backup_finished_at"] is not None:
+        rpo_measured = lost_until - recovery["backup_finished_at"]
 
     # Time zero of the phase offsets: the disaster, else the first thing recorded.
     starts = [step["started_at"] for step in recovery["timeline"]]
@@ -831,6 +837,8 @@ def _scenario_report(scenario):
             "description": disaster["description"],
             "at": _round(disaster_at),
             "at_iso": epoch_iso(disaster_at),
+            "began_at": _round(disaster["began_at"]),
+            "began_at_iso": epoch_iso(disaster["began_at"]),
         },
         "recovery": _recovery_block(recovery, expected),
         "healthy_at": _round(healthy_at),
@@ -1064,6 +1072,7 @@ def _md_root_cause(s):
         return ["### Root cause", "", "No disaster was simulated in this scenario.", ""]
     text = f"Simulated disaster `{_oneline(d['kind']) or 'unspecified'}`"
     text += f" at `{d['at_iso']}`" if d["at_iso"] else ""
+    text += f" (began at `{d['began_at_iso']}`)" if d.get("began_at_iso") else ""
     text += f": {_md(d['description'])}" if d["description"] else "."
     return ["### Root cause", "", text, ""]
 
@@ -1417,6 +1426,7 @@ def _html_root_cause(d):
     if not d:
         return ["<h3>Root cause</h3>", '<p class="muted">No disaster was simulated in this scenario.</p>']
     at = f" at {_e(d['at_iso'])}" if d["at_iso"] else ""
+    at += f" (began at {_e(d['began_at_iso'])})" if d.get("began_at_iso") else ""
     description = f": {_e(d['description'])}" if d["description"] else ""
     return [
         "<h3>Root cause</h3>",

@@ -38,7 +38,8 @@ options:
     description:
       - The raw drill record - C(drill_id), C(environment), C(inventory), C(data_scale), C(started_at),
         C(finished_at) (epoch seconds) and C(scenarios), each with C(id), C(name), C(title), C(host), C(disaster)
-        (C(kind), C(description), C(at)), C(recovery) (C(status), C(backup), C(source), C(backup_finished_at),
+        (C(kind), C(description), C(at), C(began_at) - when a breach began, the RPO measured to it), C(recovery)
+        (C(status), C(backup), C(source), C(backup_finished_at),
         C(timeline) of C(step)/C(started_at)/C(finished_at), C(failure)), C(checklist) (C(passed), C(started_at),
         C(finished_at), C(items) of C(item)/C(passed)/C(evidence)), C(healthy_at) and C(objectives)
         (C(rto_seconds), C(rpo_seconds)).

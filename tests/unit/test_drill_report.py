@@ -230,6 +230,34 @@ def rollback_scenario(point):
     }
 
 
+def test_a_breach_found_later_measures_the_rto_from_its_detection_and_the_rpo_to_its_beginning():
+    # the intruder got in at T - 3 h, it was found at T, the backup restored ended at T - 5 h
+    breach = {
+        "id": "2.4",
+        "name": "security_breach",
+        "disaster": {"kind": "security_breach", "description": "admin user created", "at": T, "began_at": T - 10800.0},
+        "recovery": {
+            "status": "recovered",
+            "backup": "backup_x",
+            "backup_finished_at": T - 18000.0,
+            "timeline": [{"step": "isolate", "started_at": T + 10.0, "finished_at": T + 20.0}],
+        },
+        "healthy_at": T + 300.0,
+        "objectives": {"rto_seconds": 28800, "rpo_seconds": None},
+    }
+    report = dr.compute(drill(breach))
+    assert schema_errors(report) == []
+    s = scenario_of(report, "2.4")
+    assert s["rto"]["measured_seconds"] == 300.0
+    assert s["rpo"]["measured_seconds"] == 7200.0
+    assert s["disaster"]["began_at_iso"] == "2026-01-04T23:00:00.000Z"
+    assert s["verdict"] == "pass", s["reasons"]
+    assert "(began at `2026-01-04T23:00:00.000Z`)" in dr.render_markdown(report)
+    assert "(began at 2026-01-04T23:00:00.000Z)" in dr.render_html(report)
+    breach["disaster"].pop("began_at")
+    assert scenario_of(dr.compute(drill(breach)), "2.4")["rpo"]["measured_seconds"] == 18000.0
+
+
 def test_a_recovery_that_kept_the_data_past_the_disaster_has_rpo_zero():
     report = dr.compute(drill(rollback_scenario(T + 40.0)))
     assert schema_errors(report) == []
