@@ -65,8 +65,9 @@ options:
     default: false
   before:
     description:
-      - Also report in RV(newest_before) the newest valid backup that ended strictly before this time (a backup still running then is not taken).
-        ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name, or epoch seconds.
+      - Also report in RV(newest_before) the newest valid backup that ended strictly before this time (a backup
+        still running then is not taken). ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name,
+        or epoch seconds.
     type: str
   max_age:
     description:
