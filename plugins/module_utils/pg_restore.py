@@ -225,14 +225,21 @@ class RestoreEngine:
         if entry is None:
             what = f"before {catalog.iso(before)} " if before else ""
             why = ""
+            valid = [e for e in listing["backups"] if e["valid"]]
             if suspicious:
                 why = f"; {catalog.suspicious_warning(suspicious[0])}"
+            elif before is not None and valid:
+                oldest = min(valid, key=catalog.ended_at)
+                ended = oldest.get("finished_at") or oldest["started_at"]
+                why = f"; the oldest valid one, {oldest['name']}, ended at {ended}"
             elif listing["backups"]:
                 first = listing["backups"][0]
                 why = f"; the newest, {first['name']}: {'; '.join(first['problems'])}"
+            count = f"{len(listing['backups'])} entries, " + (
+                f"{len(valid)} valid" if before is not None else "none valid"
+            )
             raise PgError(
-                f"no valid backup of database {source} {what}in {directory} "
-                f"({len(listing['backups'])} entries, none valid{why})",
+                f"no valid backup of database {source} {what}in {directory} ({count}{why})",
                 backups=[catalog.public_entry(e) for e in listing["backups"][:10]],
                 warnings=self.warnings,
             )
