@@ -15,7 +15,7 @@ else
     mapfile -t found < <(find molecule -mindepth 2 -maxdepth 2 -name molecule.yml -printf '%h\n' | xargs -n1 basename | sort)
     # The longest first (measured on a clean clone, longest to shortest), the short ones fill the slots
     # they leave: started in name order, the longest began last and the whole run took the sum of the tail.
-    longest=(interruption drill rebuild db_recovery deploy_rollback)
+    longest=(interruption drill rebuild db_recovery deploy_rollback breach)
     scenarios=()
     for name in "${longest[@]}"; do
         [[ " ${found[*]} " == *" $name "* ]] && scenarios+=("$name")
