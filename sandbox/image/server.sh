@@ -16,18 +16,30 @@ die() { printf '[image] ERROR: %s\n' "$*" >&2; exit 1; }
 # The server image: base + the packages of server-packages.txt, installed the way the roles install
 # them (apt's defaults, recommends included), no service started meanwhile (policy-rc.d), apt's lists
 # and cache dropped. The image's CMD, ENV and labels are the base's.
+# Also what the roles install from PyPI and npm, at the versions and paths of their defaults: pm2 (tokotani_app)
+# and moto's venv (sandbox_infra). pip, npm and apt find them present and skip the download, so each scenario
+# does not spend a minute of CPU resolving and unpacking the same wheels.
+roles=$(cd "$here/../../roles" && pwd)
+role_default() { sed -n "s/^$2: *\"\{0,1\}\([^\"]*\)\"\{0,1\} *\$/\1/p" "$roles/$1/defaults/main.yml"; }
+moto_version=$(role_default sandbox_infra sandbox_infra_moto_version)
+moto_dir=$(role_default sandbox_infra sandbox_infra_moto_dir)
+pm2_version=$(role_default tokotani_app tokotani_app_pm2_version)
+if [ -z "$moto_version" ] || [ -z "$moto_dir" ] || [ -z "$pm2_version" ]; then
+  die "could not read moto's and pm2's versions from the roles' defaults ($roles)"
+fi
 server=${SERVER_IMAGE_NAME:-tokotani-dr/debian12-server}
 build_server() {
   local base="$1" base_id server_tag server_packages box started
   base_id=$(docker image inspect --format '{{.Id}}' "$base")
   server_packages=$(grep -v '^#' "$here/server-packages.txt" | tr -s ' \n' ' ' | sed 's/^ //;s/ $//')
-  server_tag=$(printf '%s\n%s\n' "$base_id" "$server_packages" | cat - "$0" | sha256sum | cut -c1-12)
+  server_tag=$(printf '%s\n%s\nmoto %s %s\npm2 %s\n' "$base_id" "$server_packages" "$moto_version" "$moto_dir" "$pm2_version" \
+    | cat - "$0" | sha256sum | cut -c1-12)
   if docker image inspect "$server:$server_tag" >/dev/null 2>&1; then
-    log "$server:$server_tag is up to date (base and package list unchanged)"
+    log "$server:$server_tag is up to date (base, packages, moto and pm2 unchanged)"
     docker tag "$server:$server_tag" "$server:latest"
     return 0
   fi
-  log "building $server:$server_tag from $base with: $server_packages"
+  log "building $server:$server_tag from $base with: $server_packages, moto $moto_version, pm2 $pm2_version"
   started=$(date +%s)
   box="tokotani-image-server-$$"
   docker rm -f "$box" >/dev/null 2>&1 || true
@@ -38,6 +50,10 @@ build_server() {
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
       apt-get update -q
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q $server_packages
+      python3 -m venv '$moto_dir'
+      '$moto_dir/bin/pip' install -q --no-cache-dir 'moto[server]==$moto_version'
+      npm install -g --no-fund --no-audit 'pm2@$pm2_version'
+      npm cache clean --force
       rm -f /usr/sbin/policy-rc.d
       apt-get clean
       rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/*.log /var/log/apt/* /tmp/*
