@@ -151,6 +151,7 @@ class OffsiteError(DrError):
 
     kind is one of: bucket_missing, access_denied, no_credentials, endpoint_unreachable, tls,
     object_missing, checksum_mismatch, throttled, archived, no_backup, conflict, local, invalid, s3,
+    object_lock_missing (offsite_object),
     and from client-side encryption (offsite_crypto) key_missing, not_authentic.
     """
 

@@ -377,6 +377,32 @@ def evidence_bundle_argument_spec():
     }
 
 
+def postgresql_revoke_argument_spec():
+    """tokotani.dr.postgresql_revoke."""
+    spec = postgres_argument_spec()
+    spec.update(
+        roles={"type": "list", "elements": "str", "required": True},
+        keep={"type": "list", "elements": "str", "default": []},
+        drop={"type": "bool", "default": True},
+        terminate={"type": "bool", "default": True},
+    )
+    return spec
+
+
+def offsite_object_argument_spec():
+    """tokotani.dr.offsite_object."""
+    spec = s3_argument_spec()
+    spec.update(
+        src={"type": "path", "required": True},
+        name={"type": "str", "required": True},
+        retention_days={"type": "int", "default": 0},
+        lock_mode={"type": "str", "default": "governance", "choices": ["governance", "compliance"]},
+        object_lock={"type": "str", "default": "auto", "choices": ["auto", "required", "off"]},
+        content_type={"type": "str"},
+    )
+    return spec
+
+
 def recovery_run_argument_spec():
     """tokotani.dr.recovery_run."""
     spec = postgres_argument_spec()
