@@ -67,7 +67,7 @@ def dns_switched(host):
 
 def test_the_timeline_has_every_step_in_order(host):
     steps = [phase["name"] for phase in scenario()["phases"] if phase["kind"] == "recovery"]
-    expected = ["packages", "identify", "nodejs", "fetch", "npm_ci", "build", "migrate", "start", "restore", "timers"]
+    expected = ["identify", "packages", "nodejs", "fetch", "npm_ci", "build", "migrate", "start", "restore", "timers"]
     expected += ["dns", "load_test"]
     assert steps == [step for step in expected if step != "dns" or dns_switched(host)], steps
 
