@@ -543,6 +543,43 @@ def public_entry(entry, now):
     return out
 
 
+WRITTEN_AFTER = "written to the bucket at"
+
+
+def mark_written_after(entries, objects, prefix, limit):
+    """Make invalid, for this pull, each entry whose manifest or data reached the bucket at or after limit.
+
+    LastModified is the bucket's own clock, which no client sets. After a breach, a backup whose manifest says it
+    ended before the breach but that was written to the bucket after it may be the intruder's: signed with a key
+    read on the server, pushed with the server's keys. Returns the entries marked.
+    """
+    cutoff = limit.timestamp()
+    marked = []
+    for entry in entries:
+        keys = [entry["manifest_key"]]
+        doc = entry.get("manifest")
+        if isinstance(doc, dict):
+            _manifest_key, data_key, files = key_layout(prefix, doc)
+            keys.extend(files.values() if files else [data_key])
+        times = [
+            objects[k]["last_modified"]
+            for k in keys
+            if isinstance(objects.get(k), dict) and isinstance(objects[k].get("last_modified"), (int, float))
+        ]
+        if not times:
+            continue
+        written = max(times)
+        entry["written_at"] = catalog.epoch_to_iso(written)
+        if written >= cutoff:
+            entry["problems"].append(
+                f"{WRITTEN_AFTER} {entry['written_at']}, not before {catalog.iso(limit)} (written_before): "
+                "it may have been made or replaced by whoever was in, and is not used"
+            )
+            entry["valid"] = False
+            marked.append(entry)
+    return marked
+
+
 def select_entry(entries, backup="latest", before=None, database=None, accept_suspicious=False):
     """The entry a pull means: by name (stem, data or manifest name), or the newest valid (before a time)
     that is not suspicious (unless accept_suspicious).
@@ -1341,9 +1378,12 @@ def pull(opts, check_mode=False, store=None):
     if wanted != "latest":
         fallback = 0  # a named backup never falls back
     before = catalog.parse_timestamp(opts["before"]) if opts.get("before") else None
+    written_before = catalog.parse_timestamp(opts["written_before"]) if opts.get("written_before") else None
     store = store or Store(opts)
     store.check_bucket()
-    entries, _incomplete, _objects = store.catalog()
+    entries, _incomplete, objects = store.catalog()
+    if written_before is not None:
+        mark_written_after(entries, objects, store.prefix, written_before)
     database, accept = opts.get("database"), opts.get("accept_suspicious")
     entry, skipped = select_entry(entries, wanted, before, database, accept)
     _check_selection(store, entry, wanted, before, opts, skipped=skipped)
@@ -1527,6 +1567,12 @@ def _check_selection(store, entry, wanted, before, opts, *, skipped=()):
     if entry is None:
         when = f" from before {catalog.iso(before)}" if before else ""
         passed = [catalog.suspicious_warning(e) for e in skipped if e["valid"]]
+        passed += [
+            f"{e['name']} was {p}"
+            for e in skipped
+            for p in e["problems"]
+            if not e["valid"] and p.startswith(WRITTEN_AFTER)
+        ]
         why = f" ({passed[0]})" if passed else ""
         raise OffsiteError("no_backup", f"no valid offsite backup{what}{when} in {where}{why}")
     problems = "; ".join(entry["problems"])

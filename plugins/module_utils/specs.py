@@ -437,6 +437,7 @@ def offsite_argument_spec():
         backup_dir={"type": "path"},
         backup={"type": "str", "default": "latest"},
         before={"type": "str", "aliases": ["latest_before"]},
+        written_before={"type": "str"},
         fallback={"type": "int", "default": 0},
         **suspicious_argument_spec(),
         database={"type": "str", "aliases": ["db"]},

@@ -82,6 +82,14 @@ options:
       - ISO 8601 (V(2026-01-05T02:00:00Z); without a zone, UTC), a backup name, or epoch seconds.
     type: str
     aliases: [latest_before]
+  written_before:
+    description:
+      - O(mode=pull) - only backups whose manifest and data objects all reached the bucket before this time (their
+        C(LastModified), the bucket's own clock, which no client sets) are considered; the others are reported and
+        passed over. After a breach, a backup whose manifest says it ended before the breach but that was written
+        after it may be the intruder's, signed with a key read on the server - give the breach's time here too.
+      - ISO 8601, a backup name, or epoch seconds, as O(before).
+    type: str
   fallback:
     description:
       - O(mode=pull) with O(backup=latest) - when the backup chosen does not verify on download, try up to this many

@@ -8,6 +8,7 @@ Every fault test asserts the operator-facing message AND that nothing was lost o
 from __future__ import annotations
 
 import datetime
+import time
 from pathlib import Path
 
 import pytest
@@ -548,3 +549,36 @@ def test_a_negative_fallback_is_refused(moto, tmp_path):
         "newest does not verify"
     )
     assert not (tmp_path / "dest").exists()
+
+
+def test_written_before_passes_over_copies_that_reached_the_bucket_later(moto, backups, tmp_path):
+    """After a breach: a backup whose manifest says it ended before the breach but that was written to the bucket
+    after it (LastModified, the bucket's clock) may be the intruder's, and is not pulled."""
+    src = backups["dir"]
+    older, newer = sorted([backups["plain"], backups["directory"]])
+    bucket = moto.bucket()
+    conn = moto.args(bucket, prefix="shop")
+    first = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=2)
+    assert offsite({**conn, "mode": "push", "backup_dir": str(src), "backup": older})["pushed"] == [older]
+    time.sleep(1.5)
+    breach = datetime.datetime.now(datetime.UTC)
+    time.sleep(1.5)
+    assert offsite({**conn, "mode": "push", "backup_dir": str(src), "backup": newer})["pushed"] == [newer]
+    keys = moto.keys(bucket)
+
+    dest = tmp_path / "pulled"
+    pulled = offsite(
+        {**conn, "mode": "pull", "backup_dir": str(dest), "before": LATER, "written_before": breach.isoformat()}
+    )
+    assert pulled["changed"] and pulled["name"] == older, pulled
+    assert any(newer in w and "written to the bucket at" in w and "is not used" in w for w in pulled["warnings"])
+    pulled_files = backup_files(dest)
+    assert f"{older}.manifest.json" in pulled_files, pulled_files
+    assert not [name for name in pulled_files if name.startswith(newer)], pulled_files
+
+    refused = offsite(
+        {**conn, "mode": "pull", "backup_dir": str(tmp_path / "none"), "written_before": first.isoformat()}
+    )
+    failed_with(refused, "no_backup", "no valid offsite backup", "was written to the bucket at")
+    assert backup_files(tmp_path / "none") == []
+    assert moto.keys(bucket) == keys  # nothing offsite changed

@@ -556,3 +556,36 @@ def test_an_object_gone_since_the_listing_is_passed_over_and_fallback_must_not_b
     with pytest.raises(s3.OffsiteError) as err:
         pull_check(store, tmp_path, fallback=-1)
     assert err.value.kind == "invalid" and err.value.msg == "fallback must be 0 or more (got -1)"
+
+
+def test_written_after_marks_copies_by_the_latest_of_their_objects():
+    old, replaced, late_data = (
+        manifest("backup_2026-01-17_02-00-00"),
+        manifest("backup_2026-01-18_02-00-00", fmt="directory"),
+        manifest("backup_2026-01-19_02-00-00"),
+    )
+    objects, fetched = listing("p", [old, replaced, late_data])
+    cutoff = NOW - datetime.timedelta(hours=1)
+    early = (cutoff - datetime.timedelta(hours=5)).timestamp()
+    for key in objects:
+        objects[key]["last_modified"] = early
+    # one file of the directory backup written after the cutoff (replaced by someone), and a data object with a
+    # last_modified of the wrong type (a crafted listing): the other objects still decide
+    objects["p/backup_2026-01-18_02-00-00.dir/toc.dat"]["last_modified"] = NOW.timestamp()
+    objects["p/backup_2026-01-19_02-00-00.sql.gz"]["last_modified"] = "2030-01-01"
+    entries, _incomplete = s3.build_entries(objects, "p", fetched)
+    marked = s3.mark_written_after(entries, objects, "p", cutoff)
+    assert [e["name"] for e in marked] == ["backup_2026-01-18_02-00-00"]
+    by_name = {e["name"]: e for e in entries}
+    assert not by_name["backup_2026-01-18_02-00-00"]["valid"]
+    assert by_name["backup_2026-01-18_02-00-00"]["problems"][-1].startswith(s3.WRITTEN_AFTER)
+    assert by_name["backup_2026-01-17_02-00-00"]["valid"] and by_name["backup_2026-01-19_02-00-00"]["valid"]
+    chosen, skipped = s3.select_entry(entries, "latest")
+    assert chosen["name"] == "backup_2026-01-19_02-00-00" and skipped == []
+    chosen, skipped = s3.select_entry(entries, "latest", before=catalog_parse("2026-01-19T00:00:00Z"))
+    assert chosen["name"] == "backup_2026-01-17_02-00-00"
+    assert [e["name"] for e in skipped] == ["backup_2026-01-18_02-00-00"]
+
+
+def catalog_parse(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
