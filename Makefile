@@ -64,7 +64,7 @@ unit: venv
 
 integration: venv
 	@$(ENSURE) postgres node zstd docker bind9 hey
-	$(BIN)/pytest -n 2 --dist loadfile tests/integration
+	$(BIN)/pytest -n 2 --dist loadfile --durations=25 tests/integration
 
 molecule: venv image
 	cd $(CURDIR) && PATH=$(BIN):$$PATH scripts/molecule.sh $(SCENARIOS)
