@@ -126,7 +126,10 @@ def revoke(params, check_mode=False, psql=None):
             entry["connections_ended"] = int(rows[0]["ended"]) if rows else 0
             changed = changed or entry["connections_ended"] > 0
         if droppable:
-            psql.run_sql(DROP_SQL, db, variables={"role": name}, what=f"dropping the role {name!r}")
+            try:
+                psql.run_sql(DROP_SQL, db, variables={"role": name}, what=f"dropping the role {name!r}")
+            except PgError as err:  # disabled already: it stays, and the result says why
+                entry["kept_because"] = f"DROP ROLE failed: {err.msg}"
             entry["dropped"] = _find(psql, db, name) is None
             changed = changed or entry["dropped"]
     return {
